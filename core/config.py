@@ -1,0 +1,225 @@
+"""Typed configuration: dataclass defaults are the schema, YAML holds what differs.
+
+    cfg = load_config("configs/zeroshot_de.yaml", ["train.lr=3e-5", "data.eval_langs=[de,fr]"])
+
+Order of precedence: dataclass defaults < YAML file < dotted command-line overrides.
+Every key is checked against the schema; an unknown key is an error that names the
+closest valid key. Values are checked against the field's type (YAML gives ints for
+``3`` and floats for ``3e-5``; an int where a float is expected is accepted).
+
+Each section belongs to one part of the project: ``model`` (encoder and head),
+``data`` (NER files, windows, sampling), ``train`` (the loop), ``profile``,
+``mlm`` (pretraining the mini model), ``bilstm`` and ``mapping`` (zero-resource NER).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = "xlm-roberta-base"  # hub name or local folder in the HF layout
+    head: str = "linear"  # linear | crf (CRF over first-piece positions)
+    classifier_dropout: float = 0.1
+    attention: str = "sdpa"  # sdpa | manual (same numbers; manual is for reading)
+    from_scratch: bool = False  # random init with the checkpoint's config.json
+
+
+@dataclass
+class DataConfig:
+    root: str = ""  # "" -> $XLT_DATA_ROOT, else ../shared/data
+    # Where each language's split files live, relative to root; {lang} and {split} are filled in.
+    layout: dict[str, str] = field(default_factory=lambda: {
+        "de": "panx/{lang}/{split}.conllu", "en": "panx/{lang}/{split}.conllu",
+        "es": "panx/{lang}/{split}.conllu", "nl": "panx/{lang}/{split}.conllu",
+        "ru": "panx/{lang}/{split}.conllu",
+        "fr": "wikineural/{lang}/{split}.conllu", "it": "wikineural/{lang}/{split}.conllu",
+    })
+    url_template: str = ""  # download source for files missing under root, e.g. https://host/{lang}/{split}
+    tag_map: dict[str, str] = field(default_factory=lambda: {"B-MISC": "O", "I-MISC": "O"})
+    train_langs: list[str] = field(default_factory=lambda: ["de"])
+    eval_langs: list[str] = field(default_factory=lambda: ["de"])
+    mix: dict[str, float] = field(default_factory=dict)  # language -> share of the training set
+    fewshot_lang: str = ""
+    fewshot_sizes: list[int] = field(default_factory=list)  # nested subsets, e.g. [250, 500, 1000]
+    max_train_sentences: int = 0  # 0 = all
+    max_eval_sentences: int = 0  # 0 = all
+    max_length: int = 128  # pieces per window, special tokens included
+    stride: int = 32  # pieces shared by neighbouring windows of a long sentence
+    label_all_pieces: bool = False  # False: label on the first piece only
+    bucket: bool = True  # length-bucketed sampler
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    epochs: float = 3.0
+    max_steps: int = 0  # 0 = from epochs
+    batch_size: int = 16  # sentences per micro-batch (per rank)
+    accum_steps: int = 1
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    schedule: str = "linear"  # linear | cosine | constant
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    clip_grad_norm: float = 1.0  # 0 = off
+    lazy_embedding_decay: bool = True  # untouched embedding rows get their decay lazily
+    eval_every: int = 0  # steps; 0 = at the end of each epoch
+    log_every: int = 50
+    save_best: bool = True  # keep the checkpoint with the best dev metric
+    out_dir: str = "runs/{name}"
+    name: str = ""  # "" -> the config file's stem
+
+
+@dataclass
+class ProfileConfig:
+    enabled: bool = False
+    wait: int = 1
+    warmup: int = 1
+    active: int = 3
+    record_shapes: bool = False
+
+
+@dataclass
+class MLMConfig:
+    text_files: list[str] = field(default_factory=list)  # relative to data.root
+    vocab_size: int = 32000
+    spm_input_sentences: int = 2_000_000
+    mask_prob: float = 0.15  # 80% <mask>, 10% random, 10% kept
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    intermediate_size: int = 1024
+    max_position_embeddings: int = 514
+    seq_length: int = 128
+    time_budget_minutes: float = 0.0  # 0 = no limit; stop cleanly when reached
+
+
+@dataclass
+class BiLSTMConfig:
+    word_dim: int = 100
+    char_dim: int = 30
+    char_encoder: str = "cnn"  # cnn | lstm
+    char_hidden: int = 50
+    hidden_size: int = 200
+    dropout: float = 0.5
+    min_word_count: int = 1
+    bio_constraints: bool = True
+
+
+@dataclass
+class MappingConfig:
+    source_lang: str = "de"
+    target_lang: str = "en"
+    vector_dim: int = 300
+    seed_dictionary: str = ""  # relative to data.root; "" = identical strings
+    refinement_steps: int = 5
+    csls_k: int = 10
+    adversarial: bool = False
+
+
+@dataclass
+class Config:
+    task: str = "ner"  # ner | mlm | bilstm_crf | zeroresource
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
+    mlm: MLMConfig = field(default_factory=MLMConfig)
+    bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the YAML file at ``path``, then ``key.sub=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        _merge(cfg, raw, where=str(path))
+        if not cfg.train.name:
+            cfg.train.name = path.stem
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        value = yaml.safe_load(text) if text else ""
+        nested: Any = value
+        for part in reversed(key.strip().split(".")):
+            nested = {part: nested}
+        _merge(cfg, nested, where=f"override {item!r}")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _merge(node: Any, raw: dict, where: str, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(node))
+    names = [f.name for f in dataclasses.fields(node)]
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{where}: unknown key {dotted!r}{hint}")
+        current = getattr(node, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {dotted!r} is a section; give it a mapping")
+            _merge(current, value, where, prefix=f"{dotted}.")
+        else:
+            setattr(node, key, _check_type(value, hints[key], dotted, where))
+
+
+def _check_type(value: Any, hint: Any, dotted: str, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads 3 as int and 1e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if origin in (list, dict):
+        if not isinstance(value, origin):
+            raise ConfigError(f"{where}: {dotted!r} must be a {origin.__name__}, got {value!r}")
+        args = typing.get_args(hint)
+        if origin is list:
+            return [_check_type(v, args[0], f"{dotted}[{i}]", where) for i, v in enumerate(value)]
+        return {_check_type(k, args[0], dotted, where): _check_type(v, args[1], f"{dotted}.{k}", where)
+                for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for arm in typing.get_args(hint):
+            try:
+                return _check_type(value, arm, dotted, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: {dotted!r} has the wrong type: {value!r}")
+    if hint is type(None):
+        if value is None:
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{where}: {dotted!r} must be {name}, got {value!r}")
