@@ -44,6 +44,14 @@ class DataConfig:
         "fr": "wikineural/{lang}/{split}.conllu", "it": "wikineural/{lang}/{split}.conllu",
     })
     url_template: str = ""  # download source for files missing under root, e.g. https://host/{lang}/{split}
+    # File stem of each split: PAN-X calls the dev split "val".
+    split_names: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "val", "test": "test"})
+    # Languages that ship one file only (WikiNEuRal fr/it: val.conllu); train/dev/test are carved from it
+    # by a fixed-seed shuffle: the first carve_sizes.test sentences are test, the next carve_sizes.dev dev,
+    # the rest train (data/sources.py::carve_split).
+    val_only_langs: list[str] = field(default_factory=lambda: ["fr", "it"])
+    carve_sizes: dict[str, int] = field(default_factory=lambda: {"test": 2000, "dev": 2000})
+    carve_seed: int = 1234
     tag_map: dict[str, str] = field(default_factory=lambda: {"B-MISC": "O", "I-MISC": "O"})
     train_langs: list[str] = field(default_factory=lambda: ["de"])
     eval_langs: list[str] = field(default_factory=lambda: ["de"])
