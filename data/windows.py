@@ -110,10 +110,10 @@ def build_windows(sentences: list[Sentence], tokenizer, labels: LabelSet, max_le
     return out
 
 
-def stitch(windows: list[Window], window_predictions: list[list[int]], n_words: list[int]) -> list[list[int]]:
-    """Per-sentence word predictions from per-window, per-position predictions.
+def stitch(windows: list[Window], window_predictions: list[list], n_words: list[int]) -> list[list]:
+    """Per-sentence word values (tag ids, losses, ...) from per-window, per-position values.
 
-    ``window_predictions[i][t]`` is the prediction at position t of ``windows[i]``; positions
+    ``window_predictions[i][t]`` is the value at position t of ``windows[i]``; positions
     whose ``word_ids`` is -1 are ignored. Raises if a word gets no or two predictions.
     """
     out: list[list[int | None]] = [[None] * n for n in n_words]
@@ -123,7 +123,7 @@ def stitch(windows: list[Window], window_predictions: list[list[int]], n_words: 
             if w >= 0:
                 if row[w] is not None:
                     raise AssertionError(f"sentence {window.sent_id} word {w} predicted twice")
-                row[w] = int(preds[t])
+                row[w] = preds[t]
     for i, row in enumerate(out):
         if any(p is None for p in row):
             raise AssertionError(f"sentence {i}: words {[w for w, p in enumerate(row) if p is None]} "

@@ -12,7 +12,7 @@ def _sents(lang, n):
 def test_study_mix_counts_with_the_data_at_hand():
     available = {"de": 20000, "fr": 8600, "it": 7050, "en": 20000}
     counts = mix_counts(available, STUDY_MIX)
-    # shares sum to 1.001 and are normalised; de binds: total = 20000 / (0.629 / 1.001) -> 31827
+    # shares sum to 1.001 and are normalised; de binds: total = 20000 / (0.629 / 1.001) -> 31,828
     assert counts == {"de": 20000, "fr": 7281, "it": 2671, "en": 1876}
     total = sum(counts.values())
     for lang, share in STUDY_MIX.items():
