@@ -113,6 +113,13 @@ class MLMConfig:
     max_position_embeddings: int = 514
     seq_length: int = 128
     time_budget_minutes: float = 0.0  # 0 = no limit; stop cleanly when reached
+    # NER sentences pretrained on: language -> split (never test), read via data.sources.load_split.
+    ner_splits: dict[str, str] = field(default_factory=dict)
+    heldout_every: int = 100  # every N-th sentence of each source is held out for the MLM eval
+    eval_sequences: int = 256  # packed held-out sequences scored by evaluate()
+    dropout: float = 0.1  # hidden and attention dropout while pretraining
+    export_dropout: float = 0.1  # the dropout written into the saved config.json (for fine-tuning)
+    budget_reserve_seconds: float = 60.0  # kept free at the end of the budget for the final eval + export
 
 
 @dataclass
