@@ -1,0 +1,314 @@
+"""The NER task: a pretrained encoder + token-classification head fine-tuned on CoNLL files.
+
+Legend: B windows, T subword positions, W owned words of a window, K tags.
+
+    task = build_task(cfg)        # checks checkpoint and data first, then tokenizes everything
+    task.run(cfg, run_dir)        # fit (once, or once per few-shot size), then test every eval_lang
+
+Training sees windows (data/windows.py); the loss is the SUM over labelled pieces (the loop
+divides by the step's labelled tokens). ``model.head: crf`` puts a CRF over each window's owned
+first pieces. Evaluation stitches window predictions back to one tag per word and scores
+entities with seqeval (core/metrics.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.metrics import entity_scores
+from data.batching import LengthBucketSampler, collate
+from data.conll import Sentence
+from data.labels import IGNORE_INDEX, LabelSet, build_label_set
+from data.sampling import apply_mix, downsample, nested_fewshot
+from data.sources import ensure_files, load_split
+from data.windows import build_windows, stitch
+
+MINI_HINT = ("Offline? The mini configs (configs/mini_*.yaml) use the small model that "
+             "`python train.py configs/mini_pretrain.yaml` writes to runs/mini_pretrain/model/, "
+             "and configs/tiny_ner.yaml runs in seconds.")
+
+
+class MissingCheckpointError(FileNotFoundError):
+    """The encoder checkpoint named by model.name_or_path cannot be found."""
+
+
+class CRFTagger(nn.Module):
+    """A token classifier whose first-piece emissions feed a CRF (``model.head: crf``)."""
+
+    def __init__(self, tagger: nn.Module, crf: nn.Module):
+        super().__init__()
+        self.tagger, self.crf = tagger, crf
+
+    def forward(self, input_ids, attention_mask):
+        return self.tagger(input_ids, attention_mask)  # (B, T, K) emissions
+
+
+def first_piece_view(emissions: torch.Tensor, word_ids: torch.Tensor):
+    """Pack each row's owned first-piece positions to the left.
+
+    Returns emissions (B, W, K), mask (B, W) bool, positions (B, W) (index into T).
+    """
+    owned = word_ids >= 0  # (B, T)
+    W = max(int(owned.sum(1).max()), 1)
+    positions = torch.argsort((~owned).to(torch.int8), dim=1, stable=True)[:, :W]  # (B, W)
+    mask = torch.gather(owned, 1, positions)  # (B, W)
+    packed = torch.gather(emissions, 1, positions.unsqueeze(-1).expand(-1, -1, emissions.size(-1)))  # (B, W, K)
+    return packed, mask, positions
+
+
+def _autocast(device: torch.device, precision: str):
+    try:
+        from core.precision import autocast_context, resolve_precision
+    except ImportError:
+        return contextlib.nullcontext()
+    return autocast_context(device, resolve_precision(precision, device))
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+@torch.inference_mode()
+def predict_words(model: nn.Module, sentences: list[Sentence], tokenizer, labels: LabelSet, data_cfg,
+                  batch_size: int = 32, precision: str = "auto"):
+    """(tags, losses): one predicted tag per word of every sentence (windows stitched back), and
+    each word's cross-entropy of its gold tag under the head's softmax (None without gold tags)."""
+    model = _unwrap(model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    windows = build_windows(sentences, tokenizer, labels, data_cfg.max_length, data_cfg.stride)
+    sampler = LengthBucketSampler([len(w) for w in windows], batch_size, shuffle=False)
+    window_preds: list[list[int]] = [[] for _ in windows]
+    window_losses: list[list[float]] = [[] for _ in windows]
+    for index in sampler.batches():
+        batch = collate([windows[i] for i in index], tokenizer.pad_id)
+        input_ids = batch["input_ids"].to(device)
+        attention_mask = batch["attention_mask"].to(device)
+        with _autocast(device, precision):
+            logits = model(input_ids, attention_mask)  # (B, T, K)
+        logits = logits.float()
+        if isinstance(model, CRFTagger):
+            word_ids = batch["word_ids"].to(device)
+            packed, mask, positions = first_piece_view(logits, word_ids)
+            preds = torch.zeros(word_ids.shape, dtype=torch.long, device=device)  # (B, T)
+            rows = mask[:, 0]  # windows that own no word stay out of the CRF
+            if rows.any():
+                decoded = model.crf.decode(packed[rows], mask[rows]).clamp_min(0)  # (B', W)
+                preds[rows] = preds[rows].scatter(1, positions[rows], decoded)
+        else:
+            preds = logits.argmax(-1)  # (B, T)
+        gold = batch["labels"].to(device)
+        losses = F.cross_entropy(logits.transpose(1, 2), gold.clamp_min(0), reduction="none")  # (B, T)
+        for row, loss_row, i in zip(preds.cpu().tolist(), losses.cpu().tolist(), index):
+            window_preds[i], window_losses[i] = row, loss_row
+    model.train(was_training)
+    n_words = [len(s.words) for s in sentences]
+    tags = [[labels.tag(i) for i in row] for row in stitch(windows, window_preds, n_words)]
+    has_gold = all(len(s.tags) == len(s.words) for s in sentences)
+    return tags, stitch(windows, window_losses, n_words) if has_gold else None
+
+
+def predict_tags(model, sentences, tokenizer, labels, data_cfg, batch_size=32, precision="auto"):
+    return predict_words(model, sentences, tokenizer, labels, data_cfg, batch_size, precision)[0]
+
+
+def score(model, sentences, tokenizer, labels, data_cfg, batch_size=32, precision="auto") -> dict:
+    pred = predict_tags(model, sentences, tokenizer, labels, data_cfg, batch_size, precision)
+    return entity_scores([s.tags for s in sentences], pred)
+
+
+class NERTask:
+    metric_name = "dev_f1"
+
+    def __init__(self, cfg, tokenizer, labels: LabelSet, first_model: nn.Module | None = None):
+        self.cfg, self.tokenizer, self.labels = cfg, tokenizer, labels
+        self._first_model = first_model
+        d = cfg.data
+        self.dev = {lang: _cap(load_split(d, lang, "dev"), d.max_eval_sentences, cfg.train.seed)
+                    for lang in self.dev_langs()}
+        self.pool = {lang: load_split(d, lang, "train") for lang in d.train_langs}
+        self.set_train_sentences(self.base_train_sentences())
+
+    def dev_langs(self) -> list[str]:
+        d = self.cfg.data
+        return list(dict.fromkeys(d.train_langs + ([d.fewshot_lang] if d.fewshot_lang else [])))
+
+    def base_train_sentences(self) -> list[Sentence]:
+        d = self.cfg.data
+        mixed = apply_mix(self.pool, d.mix, self.cfg.train.seed) if d.mix else \
+            [s for lang in d.train_langs for s in self.pool[lang]]
+        return downsample(mixed, d.max_train_sentences, self.cfg.train.seed) if d.max_train_sentences else mixed
+
+    def set_train_sentences(self, sentences: list[Sentence]) -> None:
+        d = self.cfg.data
+        self.train_windows = build_windows(sentences, self.tokenizer, self.labels, d.max_length, d.stride,
+                                           d.label_all_pieces)
+        self.sampler = LengthBucketSampler([len(w) for w in self.train_windows], self.cfg.train.batch_size,
+                                           seed=self.cfg.train.seed, bucket=d.bucket)
+        self.best_f1, self.best_state = -1.0, None
+
+    # --- the task interface of core.loop.fit -------------------------------------------------
+    def build_model(self) -> nn.Module:
+        if self._first_model is not None:
+            model, self._first_model = self._first_model, None
+            return model
+        return load_model(self.cfg, len(self.labels))[0]
+
+    def train_batches(self, epoch: int, rank: int = 0, world: int = 1):
+        pin = self.cfg.train.device == "cuda" or (self.cfg.train.device == "auto" and torch.cuda.is_available())
+        for index in self.sampler.batches(epoch, rank, world):
+            yield collate([self.train_windows[i] for i in index], self.tokenizer.pad_id, pin_memory=pin)
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, T, K) in fp32
+        crf = getattr(_unwrap(model), "crf", None)
+        if crf is None:
+            return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+        packed, mask, positions = first_piece_view(logits, batch["word_ids"])
+        tags = torch.gather(batch["labels"], 1, positions).clamp_min(0)  # (B, W)
+        rows = mask[:, 0]
+        return crf(packed[rows], tags[rows], mask[rows], reduction="sum")
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        out = {}
+        for lang, sents in self.dev.items():
+            out[f"dev_f1_{lang}"] = score(model, sents, self.tokenizer, self.labels, self.cfg.data,
+                                          self.cfg.train.batch_size * 2, self.cfg.train.precision)["f1"]
+        out["dev_f1"] = sum(out.values()) / len(out)
+        if out["dev_f1"] > self.best_f1:  # kept in memory so test() needs no checkpoint format
+            self.best_f1 = out["dev_f1"]
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
+        return out
+
+    # --- after training ------------------------------------------------------------------------
+    def test(self, model: nn.Module) -> dict[str, dict]:
+        """Test scores on every eval_lang with the best dev weights."""
+        model = _unwrap(model)
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+        d = self.cfg.data
+        return {lang: score(model, load_split(d, lang, "test"), self.tokenizer, self.labels, d,
+                            self.cfg.train.batch_size * 2, self.cfg.train.precision)
+                for lang in d.eval_langs}
+
+    def run(self, cfg, run_dir: str | Path) -> dict:
+        from core.loop import fit
+        from scripts.gather_results import write_curve, write_results
+
+        run_dir = Path(run_dir)
+        d = cfg.data
+        if not d.fewshot_sizes:
+            model = self._trained(fit(cfg, self, run_dir))
+            scores = self.test(model)
+            save_trained(run_dir, model, self.tokenizer, self.labels)
+            return write_results(run_dir, cfg, scores, self.best_f1)
+        base = self.base_train_sentences()
+        subsets = nested_fewshot(load_split(d, d.fewshot_lang, "train"), d.fewshot_sizes, cfg.train.seed)
+        curve = {}
+        for size, subset in subsets.items():
+            self.set_train_sentences(base + subset)
+            sub_cfg = copy.deepcopy(cfg)
+            sub_cfg.train.name = f"{cfg.train.name}_k{size}"
+            model = self._trained(fit(sub_cfg, self, run_dir / f"k{size}"))
+            curve[size] = self.test(model)
+            save_trained(run_dir / f"k{size}", model, self.tokenizer, self.labels)
+            write_results(run_dir / f"k{size}", sub_cfg, curve[size], self.best_f1)
+        return write_curve(run_dir, cfg, curve)
+
+    def _trained(self, fit_result) -> nn.Module:
+        """The model fit returned (or a fresh one to load the best dev weights into)."""
+        if isinstance(fit_result, nn.Module):
+            return fit_result
+        if isinstance(fit_result, dict) and isinstance(fit_result.get("model"), nn.Module):
+            return fit_result["model"]
+        if self.best_state is None:
+            raise RuntimeError("fit returned no model and evaluate never ran; cannot test")
+        return load_model(self.cfg, len(self.labels))[0]
+
+
+def _cap(sentences: list[Sentence], n: int, seed: int) -> list[Sentence]:
+    return downsample(sentences, n, seed) if n else sentences
+
+
+def load_model(cfg, num_labels: int):
+    """(model, tokenizer) for token classification; random weights if cfg.model.from_scratch."""
+    from models import load_pretrained
+
+    name = cfg.model.name_or_path
+    looks_local = name.startswith((".", "/", "runs", "~")) or Path(name).exists()
+    if looks_local and not (Path(name).expanduser() / "config.json").is_file():
+        raise MissingCheckpointError(f"no checkpoint at {name} (model.name_or_path): expected config.json, "
+                                     f"model.safetensors and sentencepiece.bpe.model there. {MINI_HINT}")
+    try:
+        model, tokenizer = load_pretrained(name, task="token-classification", num_labels=num_labels)
+    except (OSError, ValueError) as err:
+        raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
+    if cfg.model.from_scratch:
+        model.init_weights(generator=torch.Generator().manual_seed(cfg.train.seed))
+    if hasattr(model, "dropout"):
+        model.dropout.p = cfg.model.classifier_dropout
+    if cfg.model.head == "crf":
+        from models.crf import CRF
+
+        model = CRFTagger(model, CRF(num_labels, labels=list(build_label_set().tags)))
+    elif cfg.model.head != "linear":
+        raise ValueError(f"model.head must be linear or crf, got {cfg.model.head!r}")
+    return model, tokenizer
+
+
+def build_task(cfg) -> NERTask:
+    """Check data files and checkpoint (errors name what is missing), then tokenize the data."""
+    d = cfg.data
+    wanted = [(lang, "train") for lang in d.train_langs] + [(lang, "test") for lang in d.eval_langs]
+    wanted += [(lang, "dev") for lang in d.train_langs]
+    if d.fewshot_sizes:
+        if not d.fewshot_lang:
+            raise ValueError("data.fewshot_sizes needs data.fewshot_lang")
+        wanted += [(d.fewshot_lang, "train"), (d.fewshot_lang, "dev")]
+    ensure_files(d, wanted)
+    labels = build_label_set()
+    model, tokenizer = load_model(cfg, len(labels))
+    return NERTask(cfg, tokenizer, labels, first_model=model)
+
+
+def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: LabelSet) -> Path:
+    """The tested weights in the HF layout (run_dir/model), plus crf.pt and labels.json."""
+    from models.export import save_pretrained
+
+    out = Path(run_dir) / "model"
+    model = _unwrap(model)
+    save_pretrained(model.tagger if isinstance(model, CRFTagger) else model, tokenizer, out)
+    if isinstance(model, CRFTagger):
+        torch.save(model.crf.state_dict(), out / "crf.pt")
+    (out / "labels.json").write_text(json.dumps(list(labels.tags)))
+    return out
+
+
+def load_trained(run_dir: str | Path):
+    """(model, tokenizer, labels, cfg) of a finished NER run (what save_trained wrote)."""
+    from core.config import load_config
+    from models import load_pretrained
+
+    run_dir = Path(run_dir)
+    out = run_dir / "model"
+    if not (out / "config.json").is_file():
+        raise MissingCheckpointError(f"no trained model in {out}: train first (python train.py CONFIG.yaml)")
+    found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]  # few-shot: k*/
+    cfg = load_config(found[0]) if found else load_config()
+    labels = build_label_set(json.loads((out / "labels.json").read_text()))
+    model, tokenizer = load_pretrained(str(out), task="token-classification", num_labels=len(labels))
+    if (out / "crf.pt").is_file():
+        from models.crf import CRF
+
+        model = CRFTagger(model, CRF(len(labels), labels=list(labels.tags)))
+        model.crf.load_state_dict(torch.load(out / "crf.pt", weights_only=True))
+    return model.eval(), tokenizer, labels, cfg

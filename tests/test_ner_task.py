@@ -1,0 +1,134 @@
+"""The NER task: loss, evaluation through windows, CRF head, results files, and a tiny end-to-end run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.config import load_config
+from core.metrics import entity_f1
+from data.conll import Sentence, write_conll
+from data.labels import IGNORE_INDEX, build_label_set
+from tasks.ner import NERTask, first_piece_view, predict_tags
+
+LABELS = build_label_set()
+K = len(LABELS)
+
+
+class ChunkTokenizer:
+    """Stand-in tokenizer: pieces of 3 characters; the piece id encodes the word's tag in tests."""
+
+    bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def encode_words(self, words):
+        ids, index = [], []
+        for w, word in enumerate(words):
+            for i in range(0, len(word), 3):
+                ids.append(10 + sum(map(ord, word[i:i + 3])) % 90)
+                index.append(w)
+        return ids, index
+
+
+class OracleModel(nn.Module):
+    """Logits = a fixed table per piece id: looks up the tag the test put in the id table."""
+
+    def __init__(self, table: dict[int, int]):
+        super().__init__()
+        weight = torch.zeros(100, K)
+        for piece, tag in table.items():
+            weight[piece, tag] = 5.0
+        self.table = nn.Parameter(weight)
+
+    def forward(self, input_ids, attention_mask):
+        return self.table[input_ids]  # (B, T, K)
+
+
+def _sentences(n=30, seed=0, long_every=7):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = 60 if i % long_every == 0 else int(torch.randint(2, 9, (1,), generator=g))
+        tags = [LABELS.tag(int(t)) for t in torch.randint(0, K, (length,), generator=g)]
+        words = ["w" + "".join("abcdefgh"[int(c)] for c in torch.randint(0, 8, (int(torch.randint(1, 8, (1,), generator=g)),), generator=g)) for _ in tags]
+        out.append(Sentence(words, tags))
+    return out
+
+
+@pytest.fixture
+def ner_root(tmp_path):
+    """A data root with de train/dev/test files written from random sentences."""
+    for split, seed in (("train", 1), ("val", 2), ("test", 3)):
+        (tmp_path / "panx/de").mkdir(parents=True, exist_ok=True)
+        write_conll(tmp_path / f"panx/de/{split}.conllu", _sentences(seed=seed))
+    return tmp_path
+
+
+def _cfg(root, *extra):
+    return load_config(overrides=[f"data.root={root}", "data.max_length=12", "data.stride=4",
+                                  "train.batch_size=4", "train.precision=fp32", *extra])
+
+
+def test_loss_is_summed_cross_entropy_over_labelled_pieces(ner_root):
+    task = NERTask(_cfg(ner_root), ChunkTokenizer(), LABELS, first_model=OracleModel({}))
+    table = torch.randn(100, K)
+    model = OracleModel({})
+    model.table.data = table
+    batch = next(iter(task.train_batches(epoch=0)))
+    logits = table[batch["input_ids"]]
+    keep = batch["labels"] != IGNORE_INDEX
+    manual = sum(F.cross_entropy(logits[keep][i:i + 1], batch["labels"][keep][i:i + 1]) for i in range(int(keep.sum())))
+    assert int(batch["n_tokens"]) == int(keep.sum()) > 0
+    torch.testing.assert_close(task.loss(model, batch), manual, rtol=1e-5, atol=1e-5)
+
+
+def _oracle_for(sentences):
+    """An id -> tag table consistent with the first piece of every word (collisions resolved by majority)."""
+    tok = ChunkTokenizer()
+    votes: dict[int, list[int]] = {}
+    for s in sentences:
+        ids, index = tok.encode_words(s.words)
+        seen = set()
+        for piece, w in zip(ids, index):
+            if w not in seen:
+                seen.add(w)
+                votes.setdefault(piece, []).append(LABELS.id(s.tags[w]))
+    return {p: max(set(v), key=v.count) for p, v in votes.items()}
+
+
+def test_predictions_come_back_one_per_word_through_windows(ner_root):
+    cfg = _cfg(ner_root)
+    sents = _sentences(seed=2)
+    table = _oracle_for(sents)
+    pred = predict_tags(OracleModel(table), sents, ChunkTokenizer(), LABELS, cfg.data, batch_size=3, precision="fp32")
+    assert [len(p) for p in pred] == [len(s.words) for s in sents]
+    tok = ChunkTokenizer()
+    for s, p in zip(sents, pred):
+        ids, index = tok.encode_words(s.words)
+        first = {w: ids[j] for j, w in reversed(list(enumerate(index)))}
+        assert p == [LABELS.tag(table[first[w]]) for w in range(len(s.words))]
+
+
+def test_evaluate_reports_dev_f1_and_keeps_best_state(ner_root):
+    cfg = _cfg(ner_root)
+    task = NERTask(cfg, ChunkTokenizer(), LABELS)
+    dev = task.dev["de"]
+    perfect_enough = OracleModel(_oracle_for(dev))
+    out = task.evaluate(perfect_enough)
+    assert set(out) == {"dev_f1", "dev_f1_de"} and out["dev_f1"] == out["dev_f1_de"] > 0.2
+    pred = predict_tags(perfect_enough, dev, ChunkTokenizer(), LABELS, cfg.data, precision="fp32")
+    assert out["dev_f1"] == entity_f1([s.tags for s in dev], pred)
+    assert task.best_f1 == out["dev_f1"]
+    worse = task.evaluate(OracleModel({}))  # predicts O everywhere -> F1 0
+    assert worse["dev_f1"] == 0.0 and task.best_f1 == out["dev_f1"]
+    torch.testing.assert_close(task.best_state["table"], perfect_enough.table.detach())
+
+
+def test_first_piece_view_packs_owned_positions():
+    emissions = torch.arange(2 * 5 * 1, dtype=torch.float).view(2, 5, 1)  # (B, T, K)
+    word_ids = torch.tensor([[-1, 0, -1, 1, -1], [-1, -1, 0, -1, -1]])
+    packed, mask, positions = first_piece_view(emissions, word_ids)
+    assert positions[:, :2].tolist() == [[1, 3], [2, 0]] and mask.tolist() == [[True, True], [True, False]]
+    assert packed[0, :, 0].tolist() == [1.0, 3.0] and packed[1, 0, 0].item() == 7.0
