@@ -58,6 +58,7 @@ def write_results(run_dir: Path, cfg, scores: dict[str, dict], best_dev: float) 
 def write_curve(run_dir: Path, cfg, curve: dict[int, dict[str, dict]]) -> dict:
     """A few-shot curve: results.json/.md with one row per size, and curve.png."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     rows = {f"{_setup_name(cfg)} k={size}": {lang: s["f1"] for lang, s in scores.items()}
             for size, scores in curve.items()}
     payload = {"name": _setup_name(cfg), "fewshot_lang": cfg.data.fewshot_lang, "rows": rows,
