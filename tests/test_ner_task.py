@@ -132,3 +132,27 @@ def test_first_piece_view_packs_owned_positions():
     packed, mask, positions = first_piece_view(emissions, word_ids)
     assert positions[:, :2].tolist() == [[1, 3], [2, 0]] and mask.tolist() == [[True, True], [True, False]]
     assert packed[0, :, 0].tolist() == [1.0, 3.0] and packed[1, 0, 0].item() == 7.0
+
+
+def test_crf_head_loss_and_decoding(ner_root):
+    crf_module = pytest.importorskip("models.crf")
+    from tasks.ner import CRFTagger
+
+    cfg = _cfg(ner_root)
+    task = NERTask(cfg, ChunkTokenizer(), LABELS)
+    table = torch.randn(100, K)
+    model = CRFTagger(OracleModel({}), crf_module.CRF(K, labels=list(LABELS.tags)))
+    model.tagger.table.data = table
+    batch = next(iter(task.train_batches(epoch=0)))
+    expected = torch.zeros(())
+    for b in range(batch["input_ids"].size(0)):  # one window at a time, owned first pieces in order
+        pos = (batch["word_ids"][b] >= 0).nonzero().flatten()
+        if len(pos):
+            emissions = table[batch["input_ids"][b, pos]].unsqueeze(0)  # (1, W, K)
+            expected = expected + model.crf(emissions, batch["labels"][b, pos].unsqueeze(0), reduction="sum")
+    torch.testing.assert_close(task.loss(model, batch), expected, rtol=1e-5, atol=1e-4)
+    pred = predict_tags(model, task.dev["de"], ChunkTokenizer(), LABELS, cfg.data, precision="fp32")
+    for row in pred:  # decoding applies the BIO constraints: no O -> I-X, no start -> I-X
+        for prev, tag in zip(["O"] + row, row):
+            assert not (tag.startswith("I-") and prev[2:] != tag[2:])
+    assert [len(p) for p in pred] == [len(s.words) for s in task.dev["de"]]
