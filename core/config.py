@@ -31,6 +31,7 @@ class ModelConfig:
     classifier_dropout: float = 0.1
     attention: str = "sdpa"  # sdpa | manual (same numbers; manual is for reading)
     from_scratch: bool = False  # random init with the checkpoint's config.json
+    tiny_random: bool = False  # smoke runs: if name_or_path holds no checkpoint, write a tiny random one there
 
 
 @dataclass
@@ -59,7 +60,8 @@ class DataConfig:
     fewshot_lang: str = ""
     fewshot_sizes: list[int] = field(default_factory=list)  # nested subsets, e.g. [250, 500, 1000]
     max_train_sentences: int = 0  # 0 = all
-    max_eval_sentences: int = 0  # 0 = all
+    max_eval_sentences: int = 0  # dev sentences per language (fixed-seed sample); 0 = all
+    max_test_sentences: int = 0  # test sentences per language (fixed-seed sample); 0 = all
     max_length: int = 128  # pieces per window, special tokens included
     stride: int = 32  # pieces shared by neighbouring windows of a long sentence
     label_all_pieces: bool = False  # False: label on the first piece only
@@ -115,6 +117,7 @@ class MLMConfig:
     time_budget_minutes: float = 0.0  # 0 = no limit; stop cleanly when reached
     # NER sentences pretrained on: language -> split (never test), read via data.sources.load_split.
     ner_splits: dict[str, str] = field(default_factory=dict)
+    ner_repeat: int = 1  # each NER sentence appears this many times per pass over the text
     heldout_every: int = 100  # every N-th sentence of each source is held out for the MLM eval
     eval_sequences: int = 256  # packed held-out sequences scored by evaluate()
     dropout: float = 0.1  # hidden and attention dropout while pretraining
