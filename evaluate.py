@@ -8,14 +8,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
+import torch
+
+from core.config import load_config
 from core.metrics import confusion, entity_scores
 from data.conll import Sentence, read_conll, write_conll
+from data.labels import build_label_set
 from data.sources import load_split
 from scripts.gather_results import f1_table, gather, per_type_table
+from tasks.ner import CRFTagger, MissingCheckpointError, predict_words
 
 
 def read_input(path: str | Path) -> list[Sentence]:
@@ -52,6 +58,26 @@ def error_report(sentences: list[Sentence], pred: list[list[str]], losses: list[
     return "\n".join(out) + "\n"
 
 
+def load_trained(run_dir: str | Path):
+    """(model, tokenizer, labels, cfg) of a finished NER run (what save_trained wrote)."""
+    from models import load_pretrained
+
+    run_dir = Path(run_dir)
+    out = run_dir / "model"
+    if not (out / "config.json").is_file():
+        raise MissingCheckpointError(f"no trained model in {out}: train first (python train.py CONFIG.yaml)")
+    found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]  # few-shot: k*/
+    cfg = load_config(found[0]) if found else load_config()
+    labels = build_label_set(json.loads((out / "labels.json").read_text()))
+    model, tokenizer = load_pretrained(str(out), task="token-classification", num_labels=len(labels))
+    if (out / "crf.pt").is_file():
+        from models.crf import CRF
+
+        model = CRFTagger(model, CRF(len(labels), labels=list(labels.tags)))
+        model.crf.load_state_dict(torch.load(out / "crf.pt", weights_only=True))
+    return model.eval(), tokenizer, labels, cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluate a trained NER run.")
     parser.add_argument("run_dir", nargs="*", help="a run folder (or several with --gather)")
@@ -69,8 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(args.run_dir) != 1:
         parser.error("give exactly one RUN_DIR (or --gather with several)")
-    from tasks.ner import MissingCheckpointError, load_trained, predict_words
-
     try:
         model, tokenizer, labels, cfg = load_trained(args.run_dir[0])
     except MissingCheckpointError as err:

@@ -196,8 +196,8 @@ class NERTask:
         if self.best_state is not None:
             model.load_state_dict(self.best_state)
         d = self.cfg.data
-        return {lang: score(model, load_split(d, lang, "test"), self.tokenizer, self.labels, d,
-                            self.cfg.train.batch_size * 2, self.cfg.train.precision)
+        return {lang: score(model, _cap(load_split(d, lang, "test"), d.max_test_sentences, self.cfg.train.seed),
+                            self.tokenizer, self.labels, d, self.cfg.train.batch_size * 2, self.cfg.train.precision)
                 for lang in d.eval_langs}
 
     def run(self, cfg, run_dir: str | Path) -> dict:
@@ -244,6 +244,8 @@ def load_model(cfg, num_labels: int):
     from models import load_pretrained
 
     name = cfg.model.name_or_path
+    if cfg.model.tiny_random and not (Path(name) / "config.json").is_file():
+        write_tiny_checkpoint(name, load_split(cfg.data, cfg.data.train_langs[0], "train")[:2000], seed=cfg.train.seed)
     looks_local = name.startswith((".", "/", "runs", "~")) or Path(name).exists()
     if looks_local and not (Path(name).expanduser() / "config.json").is_file():
         raise MissingCheckpointError(f"no checkpoint at {name} (model.name_or_path): expected config.json, "
@@ -254,8 +256,8 @@ def load_model(cfg, num_labels: int):
         raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
     if cfg.model.from_scratch:
         model.init_weights(generator=torch.Generator().manual_seed(cfg.train.seed))
-    if hasattr(model, "dropout"):
-        model.dropout.p = cfg.model.classifier_dropout
+    model.dropout.p = cfg.model.classifier_dropout
+    model.encoder.set_attention(cfg.model.attention)
     if cfg.model.head == "crf":
         from models.crf import CRF
 
@@ -293,22 +295,21 @@ def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: Label
     return out
 
 
-def load_trained(run_dir: str | Path):
-    """(model, tokenizer, labels, cfg) of a finished NER run (what save_trained wrote)."""
-    from core.config import load_config
-    from models import load_pretrained
+def write_tiny_checkpoint(out_dir: str | Path, sentences: list[Sentence], vocab_size: int = 600,
+                          seed: int = 0) -> Path:
+    """A tiny random XLM-R (2 layers, H 32) and a sentencepiece vocabulary trained on ``sentences``,
+    in the HF layout: the model of smoke runs (configs/tiny_ner.yaml) and tests."""
+    from data.tokenizer import XLMRTokenizer
+    from models.encoder import XLMRConfig
+    from models.export import save_pretrained
+    from models.heads import XLMRForMaskedLM
 
-    run_dir = Path(run_dir)
-    out = run_dir / "model"
-    if not (out / "config.json").is_file():
-        raise MissingCheckpointError(f"no trained model in {out}: train first (python train.py CONFIG.yaml)")
-    found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]  # few-shot: k*/
-    cfg = load_config(found[0]) if found else load_config()
-    labels = build_label_set(json.loads((out / "labels.json").read_text()))
-    model, tokenizer = load_pretrained(str(out), task="token-classification", num_labels=len(labels))
-    if (out / "crf.pt").is_file():
-        from models.crf import CRF
-
-        model = CRFTagger(model, CRF(len(labels), labels=list(labels.tags)))
-        model.crf.load_state_dict(torch.load(out / "crf.pt", weights_only=True))
-    return model.eval(), tokenizer, labels, cfg
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = XLMRTokenizer.train((" ".join(s.words) for s in sentences), vocab_size, out)
+    config = XLMRConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=514)
+    model = XLMRForMaskedLM(config)
+    model.init_weights(generator=torch.Generator().manual_seed(seed))
+    save_pretrained(model, tokenizer, out)
+    return out
