@@ -244,6 +244,7 @@ def load_model(cfg, num_labels: int):
     from models import load_pretrained
 
     name = cfg.model.name_or_path
+    torch.manual_seed(cfg.train.seed)  # the fresh classifier (and CRF) draw the same numbers every run
     if cfg.model.tiny_random and not (Path(name) / "config.json").is_file():
         write_tiny_checkpoint(name, load_split(cfg.data, cfg.data.train_langs[0], "train")[:2000], seed=cfg.train.seed)
     looks_local = name.startswith((".", "/", "runs", "~")) or Path(name).exists()
@@ -251,13 +252,13 @@ def load_model(cfg, num_labels: int):
         raise MissingCheckpointError(f"no checkpoint at {name} (model.name_or_path): expected config.json, "
                                      f"model.safetensors and sentencepiece.bpe.model there. {MINI_HINT}")
     try:
-        model, tokenizer = load_pretrained(name, task="token-classification", num_labels=num_labels)
+        model, tokenizer = load_pretrained(name, task="token-classification", num_labels=num_labels,
+                                           attention=cfg.model.attention, from_scratch=cfg.model.from_scratch)
     except (OSError, ValueError) as err:
         raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
-    if cfg.model.from_scratch:
+    if cfg.model.from_scratch:  # the same random draw for a given seed
         model.init_weights(generator=torch.Generator().manual_seed(cfg.train.seed))
     model.dropout.p = cfg.model.classifier_dropout
-    model.encoder.set_attention(cfg.model.attention)
     if cfg.model.head == "crf":
         from models.crf import CRF
 
