@@ -135,6 +135,7 @@ class BiLSTMConfig:
     dropout: float = 0.5
     min_word_count: int = 1
     bio_constraints: bool = True
+    lowercase: bool = False  # word lookup in lower case (characters keep the case)
 
 
 @dataclass
@@ -146,6 +147,20 @@ class MappingConfig:
     refinement_steps: int = 5
     csls_k: int = 10
     adversarial: bool = False
+    adversarial_epochs: int = 5  # discriminator/mapping rounds when adversarial (before Procrustes)
+    test_dictionary: str = ""  # relative to data.root; word-translation P@1 is reported on it
+    # Skip-gram with negative sampling on each language's monolingual text (data/word_vectors.py).
+    vector_epochs: int = 5
+    vector_window: int = 5
+    vector_negatives: int = 5
+    vector_min_count: int = 2
+    max_vocab: int = 50000  # most frequent words kept for mapping and translation
+    # Zero-resource stages (tasks/zeroresource.py); train.epochs is the source model's.
+    target_epochs: float = 5.0
+    max_pseudo_sentences: int = 0  # unlabelled target train sentences to pseudo-label; 0 = all
+    weight_sharing: bool = True  # target model starts from the source model
+    feature_augmentation: bool = True  # frozen source-model features concatenated
+    length_schedule: bool = True  # stochastic schedule: short sentences first, longer ones more likely later
 
 
 @dataclass
