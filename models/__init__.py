@@ -1,0 +1,105 @@
+"""XLM-R encoder, heads and weight import.
+
+    from models import load_pretrained
+    model, tokenizer = load_pretrained("xlm-roberta-base", task="token-classification", num_labels=7)
+    logits = model(input_ids, attention_mask)  # (B, T) long + (B, T) bool -> (B, T, K)
+
+`name_or_path` is a local folder in the HF layout, a hub name found in the HF cache, or a hub
+name downloaded into our cache (models/resolve.py). The architecture comes from the folder's
+config.json, never from class defaults.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models.encoder import XLMRConfig, XLMREncoder, init_module
+from models.heads import XLMRForMaskedLM, XLMRForTokenClassification
+from models.resolve import resolve_model_dir
+from models.weights import TensorSource, read_state_dict
+
+TASKS = ("encoder", "token-classification", "masked-lm")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def build_model(config: XLMRConfig, task: str = "encoder", num_labels: int | None = None) -> nn.Module:
+    """The bare module for a task (weights uninitialised unless built on a real device + init_weights)."""
+    if task == "encoder":
+        return XLMREncoder(config)
+    if task == "token-classification":
+        if not num_labels:
+            raise ValueError("task 'token-classification' needs num_labels")
+        return XLMRForTokenClassification(config, num_labels)
+    if task == "masked-lm":
+        return XLMRForMaskedLM(config)
+    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def _num_labels_of(folder: Path) -> int:
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return len(cfg["id2label"]) if cfg.get("id2label") else 2  # HF's default when id2label is absent
+
+
+def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels: int | None = None,
+                    dtype: torch.dtype | None = None, attention: str = "sdpa", with_tokenizer: bool = True,
+                    from_scratch: bool = False):
+    """(model, tokenizer) from a checkpoint folder or hub name; the model is in eval mode, on CPU.
+
+    Weights go straight into `dtype` (default fp32): the model is built on the meta device and
+    each parameter is assigned a freshly filled tensor, so no second full copy ever exists.
+    A head the checkpoint lacks (a classifier on a base model) is initialised fresh.
+    from_scratch=True: architecture from config.json, all weights random (no weight file needed).
+    """
+    from data.tokenizer import XLMRTokenizer  # data/ imports nothing from models/
+
+    folder = resolve_model_dir(name_or_path, need_weights=not from_scratch)
+    config = XLMRConfig.from_json(folder / "config.json")
+    config.attention = attention
+    if task == "token-classification" and num_labels is None:
+        num_labels = _num_labels_of(folder)
+    dtype = dtype or torch.float32
+    if from_scratch:
+        model = build_model(config, task, num_labels).to(dtype)
+        model.init_weights()
+    else:
+        model = _load_weights(folder, config, task, num_labels, dtype)
+    model.eval()
+    tokenizer = XLMRTokenizer.from_pretrained(folder) if with_tokenizer else None
+    return model, tokenizer
+
+
+def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int | None,
+                  dtype: torch.dtype) -> nn.Module:
+    weight_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if weight_file is None:
+        raise FileNotFoundError(f"{folder} has none of {WEIGHT_FILES}")
+    with torch.device("meta"):
+        model = build_model(config, task, num_labels)
+    source = TensorSource(weight_file)
+    try:
+        state, fresh = read_state_dict(source, model, config, task, dtype)
+    finally:
+        source.close()
+    model.load_state_dict(state, strict=False, assign=True)
+    if isinstance(model, XLMRForMaskedLM):
+        model.tie_weights()
+    if fresh:
+        print(f"[models] {weight_file.name} has no {sorted(fresh)}: initialised fresh", file=sys.stderr)
+        for module in model.modules():
+            own = {n: p for n, p in module.named_parameters(recurse=False) if p.is_meta}
+            for n, p in own.items():
+                setattr(module, n, nn.Parameter(torch.zeros(p.shape, dtype=dtype)))  # biases stay zero
+            if own:
+                init_module(module, config.initializer_range)
+    leftover = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if leftover:
+        raise RuntimeError(f"not loaded: {leftover}")
+    return model
+
+
+__all__ = ["load_pretrained", "build_model", "XLMRConfig", "XLMREncoder", "XLMRForTokenClassification",
+           "XLMRForMaskedLM", "TASKS"]

@@ -1,0 +1,79 @@
+"""Task heads on top of the encoder: token classification and masked-LM.
+
+Shapes: B batch, T subword positions, H hidden, K tags, V vocabulary, M selected positions.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.encoder import XLMRConfig, XLMREncoder, init_weights
+
+
+class XLMRForTokenClassification(nn.Module):
+    """Encoder -> dropout -> linear: (B, T) ids -> (B, T, K) logits."""
+
+    def __init__(self, config: XLMRConfig, num_labels: int, classifier_dropout: float | None = None):
+        super().__init__()
+        self.config, self.num_labels = config, num_labels
+        if classifier_dropout is None:  # as HF: classifier_dropout, else the hidden dropout
+            classifier_dropout = config.classifier_dropout
+        if classifier_dropout is None:
+            classifier_dropout = config.hidden_dropout_prob
+        self.encoder = XLMREncoder(config)
+        self.dropout = nn.Dropout(classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.encoder(input_ids, attention_mask)  # (B, T, H)
+        return self.classifier(self.dropout(h))  # (B, T, K)
+
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        init_weights(self, self.config.initializer_range, generator)
+
+
+class MaskedLMHead(nn.Module):
+    """dense -> GELU -> LayerNorm -> decoder (weight tied to the word embeddings) + own bias."""
+
+    def __init__(self, config: XLMRConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        H, V = config.hidden_size, config.vocab_size
+        self.dense = nn.Linear(H, H)
+        self.layer_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(H, V, bias=False)
+        self.decoder.weight = word_embeddings.weight  # tied: one (V, H) tensor
+        self.bias = nn.Parameter(torch.zeros(V))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.layer_norm(F.gelu(self.dense(h)))  # (..., H)
+        return F.linear(x, self.decoder.weight, self.bias)  # (..., V)
+
+
+class XLMRForMaskedLM(nn.Module):
+    """Encoder -> MLM head: (B, T) ids -> (B, T, V) logits, or (M, V) at the selected positions."""
+
+    def __init__(self, config: XLMRConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = XLMREncoder(config)
+        self.lm_head = MaskedLMHead(config, self.encoder.embeddings.word_embeddings)
+
+    def tie_weights(self) -> None:
+        """Re-point the decoder at the word embeddings (after weights were assigned)."""
+        self.lm_head.decoder.weight = self.encoder.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """select: optional (B, T) bool; logits only where True -- (M, V) -- which saves the
+        (B, T, V) product when few positions are masked."""
+        h = self.encoder(input_ids, attention_mask)  # (B, T, H)
+        if select is not None:
+            h = h[select]  # (M, H)
+        return self.lm_head(h)  # (B, T, V) or (M, V)
+
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        init_weights(self, self.config.initializer_range, generator)
+        with torch.no_grad():
+            self.lm_head.bias.zero_()
+        self.tie_weights()

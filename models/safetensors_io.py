@@ -1,0 +1,149 @@
+"""A small safetensors reader and writer (no pickle, no extra dependency).
+
+File layout: 8-byte little-endian header length n, then n bytes of JSON
+{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
+then the raw buffer; offsets are relative to the buffer start. The reader memory-maps the file
+and hands out torch.frombuffer views, so a tensor is read from disk only when it is copied;
+every offset is bounds-checked against the file before anything is read.
+"""
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+from pathlib import Path
+
+import torch
+
+DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's limit
+
+
+class SafetensorsError(ValueError):
+    pass
+
+
+class SafetensorsReader:
+    """reader = SafetensorsReader(path); reader.keys(); reader.get(name) -> read-only-view tensor.
+
+    Use as a context manager (or call close()) to unmap the file. get() returns a view into the
+    mapping: copy it (e.g. param.copy_(view)) before the reader is closed.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = open(self.path, "rb")
+        self.file_size = os.fstat(self._file.fileno()).st_size
+        if self.file_size < 8:
+            raise SafetensorsError(f"{self.path}: file too small ({self.file_size} bytes) to hold a header")
+        (header_len,) = struct.unpack("<Q", self._file.read(8))
+        if header_len > MAX_HEADER_BYTES or 8 + header_len > self.file_size:
+            raise SafetensorsError(f"{self.path}: absurd header length {header_len} "
+                                   f"(file has {self.file_size} bytes; limit {MAX_HEADER_BYTES})")
+        try:
+            header = json.loads(self._file.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise SafetensorsError(f"{self.path}: header is not valid JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise SafetensorsError(f"{self.path}: header is not a JSON object")
+        self.metadata = header.pop("__metadata__", {}) or {}
+        self.data_start = 8 + header_len
+        self.entries = {name: self._check_entry(name, e) for name, e in header.items()}
+        # ACCESS_COPY: a private mapping torch.frombuffer accepts as writable; the file is never written.
+        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY) \
+            if self.file_size > self.data_start else None
+
+    def _check_entry(self, name: str, e: dict) -> tuple[torch.dtype, tuple[int, ...], int, int]:
+        try:
+            dtype, shape, (begin, end) = DTYPES[e["dtype"]], tuple(e["shape"]), e["data_offsets"]
+        except KeyError as err:
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: unknown dtype or missing field {err}") from None
+        except (TypeError, ValueError):
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: malformed entry {e}") from None
+        if not all(isinstance(d, int) and d >= 0 for d in shape) or not isinstance(begin, int) \
+                or not isinstance(end, int):
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: malformed shape/offsets {e}")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if not 0 <= begin <= end or end - begin != nbytes:
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: offsets [{begin}, {end}) do not hold "
+                                   f"{nbytes} bytes for shape {list(shape)} {e['dtype']}")
+        if self.data_start + end > self.file_size:
+            raise SafetensorsError(f"{self.path}: tensor {name!r}: offsets [{begin}, {end}) point outside "
+                                   f"the file ({self.file_size - self.data_start} data bytes; truncated?)")
+        return dtype, shape, begin, end
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.entries[name][1]
+
+    def get(self, name: str) -> torch.Tensor:
+        dtype, shape, begin, end = self.entries[name]
+        if end == begin:
+            return torch.empty(shape, dtype=dtype)
+        flat = torch.frombuffer(self._mmap, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                                offset=self.data_start + begin)  # a view into the mapping
+        return flat.view(shape)
+
+    def release(self, name: str) -> None:
+        """Tell the kernel we are done with a tensor's pages (keeps the loader's RSS flat)."""
+        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        _, _, begin, end = self.entries[name]
+        page = mmap.PAGESIZE
+        lo = (self.data_start + begin) // page * page
+        if end > begin:
+            self._mmap.madvise(mmap.MADV_DONTNEED, lo, self.data_start + end - lo)
+
+    def close(self) -> None:
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # a view is still alive; the mapping goes when it does
+                pass
+        self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def load_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors as independent (copied) tensors."""
+    with SafetensorsReader(path) as r:
+        return {k: r.get(k).clone() for k in r.keys()}
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors (contiguous copies of each, one at a time) in the safetensors format, atomically."""
+    header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
+    offset = 0
+    for name, t in tensors.items():
+        if t.dtype not in DTYPE_NAMES:
+            raise SafetensorsError(f"tensor {name!r}: dtype {t.dtype} has no safetensors name")
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)  # pad so the buffer starts 8-byte aligned
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for t in tensors.values():
+            t = t.detach().to("cpu").contiguous()
+            if t.numel():
+                f.write(t.reshape(-1).view(torch.uint8).numpy().data)  # raw bytes, no extra copy
+    os.replace(tmp, path)
