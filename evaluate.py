@@ -108,17 +108,19 @@ def main(argv: list[str] | None = None) -> int:
         write_conll(args.out or "/dev/stdout", tagged)
         return 0
     langs = args.langs.split(",") if args.langs else cfg.data.eval_langs
-    scores, name = {}, Path(args.run_dir[0]).name
+    scores, name, reports = {}, Path(args.run_dir[0]).name, []
     for lang in langs:
         sentences = load_split(cfg.data, lang, args.split)
         sentences = sentences[: args.max_sentences] if args.max_sentences else sentences
         pred, losses = predict_words(run[0], sentences, *run[1:])
         scores[lang] = entity_scores([s.tags for s in sentences], pred)
         if args.errors:
-            print(f"## {lang} ({args.split}): errors\n\n" + error_report(sentences, pred, losses, list(labels.tags)))
+            reports.append(f"## {lang} ({args.split}): errors\n\n" + error_report(sentences, pred, losses,
+                                                                                 list(labels.tags)))
     print(f"## {name}: {args.split} entity F1 (x 100)\n\n" + f1_table({name: {k: v['f1'] for k, v in scores.items()}},
                                                                        langs))
     print(per_type_table(scores))
+    print("\n".join(reports))
     return 0
 
 

@@ -208,6 +208,8 @@ class NERTask:
         d = cfg.data
         if not d.fewshot_sizes:
             model = self._trained(fit(cfg, self, run_dir))
+            if not _is_main_rank():
+                return {}
             scores = self.test(model)
             save_trained(run_dir, model, self.tokenizer, self.labels)
             return write_results(run_dir, cfg, scores, self.best_f1)
@@ -219,10 +221,12 @@ class NERTask:
             sub_cfg = copy.deepcopy(cfg)
             sub_cfg.train.name = f"{cfg.train.name}_k{size}"
             model = self._trained(fit(sub_cfg, self, run_dir / f"k{size}"))
+            if not _is_main_rank():
+                continue
             curve[size] = self.test(model)
             save_trained(run_dir / f"k{size}", model, self.tokenizer, self.labels)
             write_results(run_dir / f"k{size}", sub_cfg, curve[size], self.best_f1)
-        return write_curve(run_dir, cfg, curve)
+        return write_curve(run_dir, cfg, curve) if curve else {}
 
     def _trained(self, fit_result) -> nn.Module:
         """The model fit returned (or a fresh one to load the best dev weights into)."""
@@ -233,6 +237,12 @@ class NERTask:
         if self.best_state is None:
             raise RuntimeError("fit returned no model and evaluate never ran; cannot test")
         return load_model(self.cfg, len(self.labels))[0]
+
+
+def _is_main_rank() -> bool:
+    """Test and write results once: on rank 0 under DDP."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
+        or torch.distributed.get_rank() == 0
 
 
 def _cap(sentences: list[Sentence], n: int, seed: int) -> list[Sentence]:
