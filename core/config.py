@@ -86,6 +86,10 @@ class TrainConfig:
     adam_eps: float = 1e-8
     clip_grad_norm: float = 1.0  # 0 = off
     lazy_embedding_decay: bool = True  # untouched embedding rows get their decay lazily
+    lazy_embedding_min_rows: int = 10000  # only untied nn.Embedding with at least this many rows
+    save_every: int = 0  # steps between last.pt saves; 0 = at each evaluation and at the end
+    time_budget_minutes: float = 0.0  # 0 = no limit; else stop cleanly (and save) when reached
+    resume: bool = False  # continue from run_dir/last.pt (train.py --resume sets it)
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     log_every: int = 50
     save_best: bool = True  # keep the checkpoint with the best dev metric

@@ -1,0 +1,61 @@
+"""torchrun + DDP set-up: one process per device, rank 0 logs and saves.
+
+    torchrun --nproc_per_node=2 train.py configs/x.yaml      # gloo on CPU, nccl on CUDA
+
+``init_distributed`` reads the torchrun environment (RANK, WORLD_SIZE, LOCAL_RANK); without
+it the run is a single process and every helper here is a cheap no-op.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group torchrun (or a test) described in the environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistInfo(rank=rank, world=world, local_rank=local_rank)
+
+
+def local_device(device: torch.device, info: DistInfo) -> torch.device:
+    """cuda -> this process's GPU (cuda:LOCAL_RANK); cpu stays cpu."""
+    return torch.device("cuda", info.local_rank) if device.type == "cuda" and info.world > 1 else device
+
+
+def all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """In-place all-reduce when distributed; the tensor itself otherwise."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=op)
+    return tensor
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
