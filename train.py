@@ -86,10 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from core.loop import fit
         result = fit(cfg, task, run_dir)
-    summary = {k: v for k, v in (result or {}).items() if isinstance(v, (int, float, str, dict, list))} \
-        if isinstance(result, dict) else {}
+    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str))} if isinstance(result, dict) else {}
     if summary:
-        print(json.dumps(summary, default=str)[:2000])
+        print(json.dumps(summary))
     from core.distributed import cleanup
     cleanup()
     return 0
