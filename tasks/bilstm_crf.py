@@ -1,0 +1,111 @@
+"""Supervised BiLSTM-CRF NER: ``python train.py configs/bilstm_crf_de.yaml``.
+
+The task object follows core.loop's interface (build_model, train_batches, loss, evaluate,
+metric_name); ``run`` trains with core.loop.fit, reloads the best dev checkpoint and scores
+the test split. The helpers below (batching, prediction, F1) are shared with the zero-resource
+pipeline (tasks/zeroresource.py).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from core.metrics import entity_f1
+from data.conll import Sentence
+from data.labels import PANX_LABELS
+from data.sources import load_split
+from data.vocab import Vocab, count_chars, count_words, encode_batch
+from models.bilstm_crf import build_bilstm_crf
+
+LABELS = list(PANX_LABELS)
+
+
+def length_batches(sentences: list, batch_size: int, seed: int, shuffle: bool = True) -> list[list]:
+    """Batches of similar-length sentences: shuffle, sort within pools of 50 batches, shuffle the batches."""
+    order = list(range(len(sentences)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    pool = 50 * batch_size
+    batches = []
+    for lo in range(0, len(order), pool):
+        chunk = sorted(order[lo:lo + pool], key=lambda i: len(sentences[i].words))
+        batches += [[sentences[i] for i in chunk[j:j + batch_size]] for j in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def predict_tags(model, sentences: list, words: Vocab, chars: Vocab, lowercase: bool, batch_size: int = 128,
+                 extra_fn=None) -> list[list[str]]:
+    """Viterbi tags for each sentence (``extra_fn(batch)`` gives augmentation features if the model takes them)."""
+    was_training = model.training
+    model.eval()
+    out: list[list[str] | None] = [None] * len(sentences)
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i].words))
+    for lo in range(0, len(order), batch_size):
+        ids = order[lo:lo + batch_size]
+        batch = encode_batch([sentences[i] for i in ids], words, chars, None, lowercase)
+        paths = model.decode(batch, extra_fn(batch) if extra_fn else None).tolist()
+        for i, path in zip(ids, paths):
+            out[i] = [model.labels[t] for t in path[:len(sentences[i].words)]]
+    model.train(was_training)
+    return out
+
+
+def f1_on(model, sentences, words, chars, lowercase, extra_fn=None) -> float:
+    return entity_f1([s.tags for s in sentences], predict_tags(model, sentences, words, chars, lowercase,
+                                                               extra_fn=extra_fn))
+
+
+def limit(sentences: list, n: int) -> list:
+    return sentences[:n] if n else sentences
+
+
+class BiLSTMCRFTask:
+    """Train on ``data.train_langs[0]``'s train split, select on its dev split, report test."""
+
+    metric_name = "dev_f1"
+
+    def __init__(self, cfg, train: list[Sentence], dev: list[Sentence], test: list[Sentence]):
+        self.cfg = cfg
+        self.train, self.dev, self.test = train, dev, test
+        b = cfg.bilstm
+        self.words = Vocab.build(count_words(train, b.lowercase), b.min_word_count)
+        self.chars = Vocab.build(count_chars(train))
+        self.label_index = {t: i for i, t in enumerate(LABELS)}
+
+    def build_model(self):
+        return build_bilstm_crf(self.cfg.bilstm, len(self.words), len(self.chars), LABELS)
+
+    def train_batches(self, epoch: int, rank: int, world: int):
+        batches = length_batches(self.train, self.cfg.train.batch_size, self.cfg.train.seed + epoch)
+        for sents in batches[rank::world]:
+            yield encode_batch(sents, self.words, self.chars, self.label_index, self.cfg.bilstm.lowercase)
+
+    def loss(self, model, batch):
+        return model.loss(batch, reduction="sum")
+
+    def evaluate(self, model) -> dict[str, float]:
+        return {"dev_f1": f1_on(model, self.dev, self.words, self.chars, self.cfg.bilstm.lowercase)}
+
+    def run(self, cfg, run_dir) -> dict:
+        from core.loop import fit
+        result = fit(cfg, self, run_dir)
+        model = result["model"]
+        best = Path(run_dir) / "best.pt"
+        if best.is_file():
+            model.load_state_dict(torch.load(best, map_location="cpu")["model"])
+        test_f1 = f1_on(model, self.test, self.words, self.chars, cfg.bilstm.lowercase)
+        return {"best_dev_f1": result["best_metric"], "test_f1": test_f1, "step": result["step"]}
+
+
+def build_task(cfg) -> BiLSTMCRFTask:
+    lang = cfg.data.train_langs[0]
+    d = cfg.data
+    return BiLSTMCRFTask(cfg, limit(load_split(d, lang, "train"), d.max_train_sentences),
+                         limit(load_split(d, lang, "dev"), d.max_eval_sentences),
+                         limit(load_split(d, lang, "test"), d.max_eval_sentences))
