@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -20,6 +21,7 @@ import sentencepiece as spm
 
 SPM_FILE, JSON_FILE = "sentencepiece.bpe.model", "tokenizer.json"
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
+SPECIAL_IN_TEXT = re.compile("(<s>|<pad>|</s>|<unk>|<mask>)")  # HF matches these inside raw text too
 OFFSET = 1  # fairseq id = spm id + 1
 
 
@@ -86,9 +88,24 @@ class XLMRTokenizer:
     def _spm_to_ids(self, spm_ids: list[int]) -> list[int]:
         return [i + OFFSET if i != 0 else self.unk_id for i in spm_ids]  # spm <unk> is id 0
 
+    def _spm_encode(self, texts: list[str]) -> list[list[int]]:
+        """Fairseq ids per text; special-token strings inside a text become their ids (as in HF)."""
+        if not any("<" in t for t in texts):
+            return [self._spm_to_ids(ids) for ids in self.sp.encode(texts)]  # one batched call
+        out = []
+        for text in texts:
+            ids = []
+            for k, part in enumerate(SPECIAL_IN_TEXT.split(text)):
+                if k % 2:  # odd parts are the matched special strings
+                    ids.append(self.mask_id if part == "<mask>" else SPECIALS.index(part))
+                elif part:
+                    ids += self._spm_to_ids(self.sp.encode(part))
+            out.append(ids)
+        return out
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if self.sp is not None:
-            ids = self._spm_to_ids(self.sp.encode(text))
+            ids = self._spm_encode([text])[0]
         else:
             ids = self.fast.encode(text, add_special_tokens=False).ids
         return [self.bos_id, *ids, self.eos_id] if add_special_tokens else ids
@@ -97,7 +114,7 @@ class XLMRTokenizer:
         """Pieces of pre-split words (each word as if preceded by a space) and, per piece, the
         index of its word. A word may give no piece at all (e.g. empty or zero-width only)."""
         if self.sp is not None:
-            per_word = [self._spm_to_ids(ids) for ids in self.sp.encode(list(words))]
+            per_word = self._spm_encode(list(words))
         else:
             enc = self.fast.encode(list(words), is_pretokenized=True, add_special_tokens=False)
             per_word = [[] for _ in words]

@@ -77,9 +77,15 @@ def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int |
     weight_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weight_file is None:
         raise FileNotFoundError(f"{folder} has none of {WEIGHT_FILES}")
+    return load_from_source(TensorSource(weight_file), config, task, num_labels, dtype)
+
+
+def load_from_source(source, config: XLMRConfig, task: str = "encoder", num_labels: int | None = None,
+                     dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Build on the meta device, then assign each tensor from `source` (models.weights.TensorSource
+    or DictSource, e.g. DictSource(hf_model.state_dict())) converted to `dtype`."""
     with torch.device("meta"):
         model = build_model(config, task, num_labels)
-    source = TensorSource(weight_file)
     try:
         state, fresh = read_state_dict(source, model, config, task, dtype)
     finally:
@@ -88,7 +94,7 @@ def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int |
     if isinstance(model, XLMRForMaskedLM):
         model.tie_weights()
     if fresh:
-        print(f"[models] {weight_file.name} has no {sorted(fresh)}: initialised fresh", file=sys.stderr)
+        print(f"[models] {source.path.name} has no {sorted(fresh)}: initialised fresh", file=sys.stderr)
         for module in model.modules():
             own = {n: p for n, p in module.named_parameters(recurse=False) if p.is_meta}
             for n, p in own.items():

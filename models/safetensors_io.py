@@ -93,15 +93,33 @@ class SafetensorsReader:
                                 offset=self.data_start + begin)  # a view into the mapping
         return flat.view(shape)
 
-    def release(self, name: str) -> None:
-        """Tell the kernel we are done with a tensor's pages (keeps the loader's RSS flat)."""
-        if self._mmap is None or not hasattr(mmap, "MADV_DONTNEED"):
+    def read_into(self, name: str, out: torch.Tensor, chunk_bytes: int = 64 << 20) -> None:
+        """Fill `out` (contiguous, same number of elements) with a tensor, read with pread straight
+        into out's memory when the dtypes match -- no mapping, no page faults, no extra copy --
+        else through a bounce buffer of at most chunk_bytes, converting chunk by chunk."""
+        dtype, shape, begin, end = self.entries[name]
+        if out.numel() != math.prod(shape) or not out.is_contiguous():
+            raise SafetensorsError(f"{name}: cannot read {list(shape)} into a {list(out.shape)} "
+                                   f"{'non-contiguous ' if not out.is_contiguous() else ''}tensor")
+        flat = out.view(-1)
+        if out.dtype == dtype:
+            self._pread(flat.view(torch.uint8), self.data_start + begin)
             return
-        _, _, begin, end = self.entries[name]
-        page = mmap.PAGESIZE
-        lo = (self.data_start + begin) // page * page
-        if end > begin:
-            self._mmap.madvise(mmap.MADV_DONTNEED, lo, self.data_start + end - lo)
+        step = max(1, chunk_bytes // dtype.itemsize)
+        bounce = torch.empty(min(step, flat.numel()), dtype=dtype)
+        for start in range(0, flat.numel(), step):
+            buf = bounce[:min(step, flat.numel() - start)]
+            self._pread(buf.view(torch.uint8), self.data_start + begin + start * dtype.itemsize)
+            flat[start:start + buf.numel()].copy_(buf)
+
+    def _pread(self, dest: torch.Tensor, offset: int) -> None:
+        view = memoryview(dest.numpy()).cast("B")
+        done = 0
+        while done < len(view):  # pread may return short counts for very large reads
+            n = os.preadv(self._file.fileno(), [view[done:]], offset + done)
+            if n <= 0:
+                raise SafetensorsError(f"{self.path}: unexpected end of file at byte {offset + done}")
+            done += n
 
     def close(self) -> None:
         if self._mmap is not None:

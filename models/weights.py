@@ -5,8 +5,8 @@ checked; the error lists missing and unexpected keys. HF keys are read with or w
 "roberta." prefix. HF's separate query/key/value matrices become our fused qkv (rows stacked
 q, k, v) at load and are split again at export.
 
-Loading writes each tensor straight into a fresh tensor of the asked dtype and releases the
-source pages, so the peak is about one model plus one tensor (see models/__init__.py).
+Loading reads each tensor straight into a fresh tensor of the asked dtype (pread into its memory,
+or a bounded bounce buffer when the dtype changes), so the peak is one model plus at most 64 MB.
 """
 from __future__ import annotations
 
@@ -87,14 +87,39 @@ class TensorSource:
     def get(self, key: str) -> torch.Tensor:
         return self._st.get(key) if self._st else self._tensors[key]
 
-    def release(self, key: str) -> None:
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        """Fill out (our dtype) from the checkpoint tensor: pread for safetensors, copy for .bin."""
         if self._st:
-            self._st.release(key)
+            self._st.read_into(key, out)
+        else:
+            out.copy_(self._tensors[key])
 
     def close(self) -> None:
         if self._st:
             self._st.close()
         self._tensors = None
+
+
+class DictSource:
+    """An in-memory state dict (e.g. a transformers model's) behind the same interface."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], name: str = "<state dict>"):
+        self._tensors, self.path = tensors, Path(name)
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._tensors[key].shape)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._tensors[key]
+
+    def read_into(self, key: str, out: torch.Tensor) -> None:
+        out.copy_(self._tensors[key])
+
+    def close(self) -> None:
+        pass
 
 
 def _normalise(key: str) -> str:
@@ -151,8 +176,7 @@ def read_state_dict(source: TensorSource, model: torch.nn.Module, config: XLMRCo
         out = torch.empty(expected[ours], dtype=dtype)
         row = 0
         for part, shape in zip(parts, shapes):  # fused qkv: q, k, v stacked along rows
-            out[row:row + shape[0]].copy_(source.get(part))
-            source.release(part)
+            source.read_into(part, out[row:row + shape[0]])
             row += shape[0]
         state[ours] = out
     if bad_shapes:

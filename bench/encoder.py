@@ -1,0 +1,201 @@
+"""Benchmark: our XLM-R vs transformers' XLMRobertaForTokenClassification, side by side.
+
+    python bench/encoder.py                       # base size, both shapes, fp32 + bf16, + load bench
+    python bench/encoder.py --small --reps 2      # quick smoke run
+    python bench/encoder.py --skip-load
+
+Both models hold the same random weights (ours imported from the transformers model through
+the key map, so the outputs are checked too). Repetitions are interleaved ours/ref (order
+alternating) so machine noise hits both alike; we report the median tokens/s and the ratio
+ours/ref (> 1 = we are faster). Tokens = real (non-pad) subword positions; batches have
+realistic padding (lengths uniform in [T/2, T]).
+Load: a fresh subprocess per loader reports its RSS high-water mark before and after loading
+a base-size checkpoint written by transformers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models import load_from_source  # noqa: E402
+from models.encoder import XLMRConfig  # noqa: E402
+from models.weights import DictSource  # noqa: E402
+
+BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+            intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
+SMALL = BASE | dict(vocab_size=32000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=1024)
+NUM_LABELS = 7
+
+
+def has_fast_bf16() -> bool:
+    """AMX or AVX512-BF16 (what makes bf16 matmuls fast on CPU); read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def make_models(size: dict):
+    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
+    torch.manual_seed(0)
+    hf_config = XLMRobertaConfig(**size, num_labels=NUM_LABELS)
+    hf_config._attn_implementation = "sdpa"  # transformers' fastest CPU path
+    ref = XLMRobertaForTokenClassification(hf_config)
+    ours = load_from_source(DictSource(ref.state_dict()), XLMRConfig.from_hf_dict(ref.config.to_dict()),
+                            "token-classification", NUM_LABELS)
+    return ours, ref
+
+
+def make_batch(B: int, T: int, vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(T // 2, T + 1, (B,), generator=g)
+    lengths[0] = T
+    mask = torch.arange(T)[None, :] < lengths[:, None]  # (B, T) bool
+    ids = torch.randint(4, vocab, (B, T), generator=g).masked_fill(~mask, 1)  # (B, T)
+    labels = torch.randint(0, NUM_LABELS, (B, T), generator=g).masked_fill(~mask, -100)
+    return ids, mask, labels
+
+
+def step(model, is_ref: bool, ids, mask, labels, train: bool, precision: str) -> None:
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    with ctx:
+        if is_ref:
+            logits = model(input_ids=ids, attention_mask=mask.long()).logits
+        else:
+            logits = model(ids, mask)  # (B, T, K)
+        if train:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+    if train:
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+
+def time_pair(ours, ref, batch, train: bool, precision: str, reps: int) -> tuple[float, float]:
+    ids, mask, labels = batch
+    times = {"ours": [], "ref": []}
+    for m in (ours, ref):
+        m.train(train)
+    grad = torch.enable_grad() if train else torch.inference_mode()
+    with grad:
+        for is_ref, m in ((False, ours), (True, ref)):  # warm-up
+            step(m, is_ref, ids, mask, labels, train, precision)
+        for r in range(reps):
+            order = [("ours", False, ours), ("ref", True, ref)]
+            for name, is_ref, m in (order if r % 2 == 0 else order[::-1]):
+                t0 = time.perf_counter()
+                step(m, is_ref, ids, mask, labels, train, precision)
+                times[name].append(time.perf_counter() - t0)
+    n_tokens = int(mask.sum())
+    return n_tokens / statistics.median(times["ours"]), n_tokens / statistics.median(times["ref"])
+
+
+def bench_speed(size: dict, shapes, precisions, reps: int) -> list[dict]:
+    ours, ref = make_models(size)
+    ids, mask, _ = make_batch(2, 16, size["vocab_size"])
+    with torch.no_grad():
+        ours.eval(), ref.eval()
+        diff = (ours(ids, mask) - ref(input_ids=ids, attention_mask=mask.long()).logits)[mask].abs().max()
+    print(f"max |ours - ref| logits fp32: {diff:.2e}")
+    rows = []
+    print(f"{'mode':9} {'prec':5} {'BxT':7} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>6}")
+    for precision in precisions:
+        for B, T in shapes:
+            batch = make_batch(B, T, size["vocab_size"], seed=B * T)
+            for train in (False, True):
+                o, r = time_pair(ours, ref, batch, train, precision, reps)
+                mode = "fwd+bwd" if train else "fwd"
+                rows.append(dict(mode=mode, precision=precision, shape=f"{B}x{T}", ours=o, ref=r, ratio=o / r))
+                print(f"{mode:9} {precision:5} {B}x{T:<4} {o:11.0f} {r:11.0f} {o / r:6.2f}", flush=True)
+    return rows
+
+
+LOADER = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+import torch
+which, folder, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+if which == "ref":
+    from transformers import XLMRobertaForTokenClassification
+else:
+    from models import load_pretrained
+def hwm_mb():  # VmHWM: this process's RSS high-water mark (ru_maxrss would survive exec from the parent)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+before = hwm_mb()
+t0 = time.perf_counter()
+if which == "ref":
+    m = XLMRobertaForTokenClassification.from_pretrained(folder, dtype=dtype)
+else:
+    m, _ = load_pretrained(folder, task="token-classification", dtype=dtype, with_tokenizer=False)
+seconds = time.perf_counter() - t0
+after = hwm_mb()
+print(json.dumps(dict(seconds=seconds, before_mb=before, peak_mb=after,
+                      params=sum(p.numel() for p in m.parameters()))))
+"""
+
+
+def bench_load(size: dict, reps: int) -> list[dict]:
+    from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
+    root = str(Path(__file__).resolve().parent.parent)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        torch.manual_seed(0)
+        XLMRobertaForTokenClassification(XLMRobertaConfig(**size, num_labels=NUM_LABELS)).save_pretrained(d)
+        size_mb = (Path(d) / "model.safetensors").stat().st_size / 2**20
+        print(f"\nload a {size_mb:.0f} MB model.safetensors (fresh subprocess each; RSS high-water, MB)")
+        print(f"{'dtype':9} {'loader':6} {'seconds':>8} {'rss before':>11} {'rss peak':>9} {'peak-before':>12}")
+        for dtype in ("float32", "bfloat16"):
+            for r in range(reps):
+                for which in (("ours", "ref") if r % 2 == 0 else ("ref", "ours")):
+                    out = subprocess.run([sys.executable, "-c", LOADER.format(root=root), which, d, dtype],
+                                         capture_output=True, text=True, check=True)
+                    res = json.loads(out.stdout.strip().splitlines()[-1]) | dict(loader=which, dtype=dtype)
+                    rows.append(res)
+                    print(f"{dtype:9} {which:6} {res['seconds']:8.2f} {res['before_mb']:11.0f} "
+                          f"{res['peak_mb']:9.0f} {res['peak_mb'] - res['before_mb']:12.0f}", flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", action="store_true", help="a small config instead of xlm-roberta-base size")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--load-reps", type=int, default=1)
+    ap.add_argument("--shapes", default="16x40,32x128")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--skip-load", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--json", help="also write the rows to this file")
+    args = ap.parse_args()
+    size = SMALL if args.small else BASE
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"fast bf16 (amx/avx512_bf16): {has_fast_bf16()}, size {'small' if args.small else 'base'}")
+    rows = {}
+    if not args.skip_speed:
+        rows["speed"] = bench_speed(size, shapes, args.precisions.split(","), args.reps)
+    if not args.skip_load:
+        rows["load"] = bench_load(size, args.load_reps)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
