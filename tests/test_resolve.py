@@ -1,0 +1,176 @@
+"""Model resolution: local folder, HF cache layout, download from a loopback HTTP server
+(with resume of a partial file and a size check), and the offline error message."""
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.download import DownloadError, download
+from models import load_pretrained
+from models.encoder import XLMRConfig
+from models.export import save_pretrained
+from models.heads import XLMRForTokenClassification
+from models.resolve import resolve_model_dir
+from data.tokenizer import XLMRTokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A tiny random token-classification checkpoint in the HF layout, written by our exporter."""
+    folder = tmp_path_factory.mktemp("tiny")
+    tok = XLMRTokenizer.train(["ein satz", "noch ein satz hier", "und noch einer"] * 30, 40, folder / "tok")
+    cfg = XLMRConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=20)
+    model = XLMRForTokenClassification(cfg, num_labels=3)
+    model.init_weights(torch.Generator().manual_seed(0))
+    save_pretrained(model, tok, folder / "ckpt")
+    return folder / "ckpt"
+
+
+class Server:
+    """Serves {root}/{repo}/resolve/main/{file} with HEAD, GET and Range; records requests."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests, self.honour_range = files, [], True
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _body(self):
+                return outer.files.get(self.path)
+
+            def do_HEAD(self):
+                body = self._body()
+                outer.requests.append(("HEAD", self.path, None))
+                self.send_response(404 if body is None else 200)
+                self.send_header("Content-Length", "0" if body is None else str(len(body)))
+                self.end_headers()
+
+            def do_GET(self):
+                body = self._body()
+                rng = self.headers.get("Range")
+                outer.requests.append(("GET", self.path, rng))
+                if body is None:
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                start = int(rng.split("=")[1].split("-")[0]) if rng and outer.honour_range else 0
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                self.wfile.write(body[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tiny_checkpoint):
+    files = {f"/FacebookAI/xlm-roberta-base/resolve/main/{p.name}": p.read_bytes()
+             for p in tiny_checkpoint.iterdir() if p.name != "tokenizer_config.json"}
+    s = Server(files)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    monkeypatch.setenv("XLT_CACHE", str(tmp_path / "xlt"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_hub"))
+    monkeypatch.delenv("HF_HOME", raising=False)
+    return tmp_path
+
+
+def test_local_folder(tiny_checkpoint, tmp_path):
+    assert resolve_model_dir(tiny_checkpoint) == tiny_checkpoint
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        resolve_model_dir(tmp_path)
+
+
+@pytest.mark.parametrize("env", ["HF_HUB_CACHE", "HF_HOME"])
+def test_hf_cache_layout_and_alias(tiny_checkpoint, isolated, monkeypatch, env):
+    hub = isolated / "hf_hub" if env == "HF_HUB_CACHE" else isolated / "hf_home" / "hub"
+    if env == "HF_HOME":
+        monkeypatch.delenv("HF_HUB_CACHE")
+        monkeypatch.setenv("HF_HOME", str(isolated / "hf_home"))
+    repo = hub / "models--FacebookAI--xlm-roberta-base"
+    snap = repo / "snapshots" / "0123abc"
+    snap.mkdir(parents=True)
+    (repo / "snapshots" / "old").mkdir()  # incomplete snapshot: skipped
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    for p in tiny_checkpoint.iterdir():
+        (snap / p.name).write_bytes(p.read_bytes())
+    assert resolve_model_dir("xlm-roberta-base") == snap  # old name is an alias
+    assert resolve_model_dir("FacebookAI/xlm-roberta-base") == snap
+
+
+def test_download_from_loopback_server(tiny_checkpoint, server, isolated, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    model, tok = load_pretrained("xlm-roberta-base", task="token-classification")
+    got = isolated / "xlt" / "models" / "FacebookAI--xlm-roberta-base"
+    assert (got / "model.safetensors").read_bytes() == (tiny_checkpoint / "model.safetensors").read_bytes()
+    fetched = {p for m, p, _ in server.requests if m == "GET"}
+    assert not any(p.endswith("pytorch_model.bin") for _, p, _ in server.requests)  # safetensors came first
+    assert {f"/FacebookAI/xlm-roberta-base/resolve/main/{n}" for n in
+            ("config.json", "model.safetensors", "sentencepiece.bpe.model", "tokenizer.json")} <= fetched
+    ref, _ = load_pretrained(tiny_checkpoint, task="token-classification")
+    ids = torch.tensor([[0, 5, 6, 7, 2]])
+    assert torch.equal(model(ids, ids.ne(1)), ref(ids, ids.ne(1)))
+    server.requests.clear()
+    load_pretrained("FacebookAI/xlm-roberta-base", task="token-classification")
+    assert server.requests == []  # second time: from our cache
+
+
+def test_resume_of_truncated_partial_file(tiny_checkpoint, server, tmp_path):
+    url = f"{server.url}/FacebookAI/xlm-roberta-base/resolve/main/model.safetensors"
+    full = (tiny_checkpoint / "model.safetensors").read_bytes()
+    dest = tmp_path / "model.safetensors"
+    (tmp_path / "model.safetensors.part").write_bytes(full[:1000])
+    download(url, dest, expected_size=len(full))
+    assert dest.read_bytes() == full and not (tmp_path / "model.safetensors.part").exists()
+    assert server.requests[-1] == ("GET", "/FacebookAI/xlm-roberta-base/resolve/main/model.safetensors",
+                                   "bytes=1000-")
+    # A server that ignores Range: the download restarts from zero and is still correct.
+    server.honour_range = False
+    dest.unlink()
+    (tmp_path / "model.safetensors.part").write_bytes(full[:1000])
+    download(url, dest, expected_size=len(full))
+    assert dest.read_bytes() == full
+
+
+def test_size_mismatch_is_an_error(tiny_checkpoint, server, tmp_path):
+    url = f"{server.url}/FacebookAI/xlm-roberta-base/resolve/main/config.json"
+    real = len((tiny_checkpoint / "config.json").read_bytes())
+    with pytest.raises(DownloadError, match=f"server announces {real} bytes, expected {real + 5}"):
+        download(url, tmp_path / "config.json", expected_size=real + 5)
+    assert not (tmp_path / "config.json").exists()
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        download(f"{server.url}/nope", tmp_path / "nope")
+
+
+def test_offline_error_names_files_and_places(isolated, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(FileNotFoundError) as err:
+        resolve_model_dir("xlm-roberta-base")
+    msg = str(err.value)
+    for needle in ("config.json", "model.safetensors or pytorch_model.bin", "sentencepiece.bpe.model",
+                   str(isolated / "xlt" / "models" / "FacebookAI--xlm-roberta-base"),
+                   "models--FacebookAI--xlm-roberta-base/snapshots/<rev>/", "HF_ENDPOINT"):
+        assert needle in msg, needle
