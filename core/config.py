@@ -127,6 +127,7 @@ class MLMConfig:
     dropout: float = 0.1  # hidden and attention dropout while pretraining
     export_dropout: float = 0.1  # the dropout written into the saved config.json (for fine-tuning)
     budget_reserve_seconds: float = 60.0  # kept free at the end of the budget for the final eval + export
+    adaptive_threads: bool = True  # CPU: switch between 1 thread and all cores, whichever steps faster now
 
 
 @dataclass
