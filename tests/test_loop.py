@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,6 +16,15 @@ from core.config import load_config
 from core.loop import fit
 
 V, H, K = 64, 16, 5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids spin-waiting on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class ToyTagger(nn.Module):
@@ -111,6 +121,10 @@ def test_batch8_equals_batch2_accum4(tmp_path, lazy):
     assert (initial().classifier.weight - a["classifier.weight"]).abs().max() > 1e-2
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    # Adam would hide a constant gradient factor; the logged pre-clip gradient norms would not.
+    norms = [[r["grad_norm"] for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+              if "grad_norm" in r] for run in ("big", "small")]
+    assert len(norms[0]) == 4 and norms[0] == pytest.approx(norms[1], rel=1e-5)
 
 
 def test_token_weighting_differs_from_mean_of_micro_means(tmp_path):
@@ -190,3 +204,54 @@ def test_run_dir_outputs(tmp_path):
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert last["step"] == 16 and last["config"]["train"]["batch_size"] == 4
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+
+
+def test_profiler_writes_trace_with_phases(tmp_path):
+    cfg = toy_config(tmp_path, "train.batch_size=4", "train.max_steps=5", "profile.enabled=true", "profile.wait=1",
+                     "profile.warmup=1", "profile.active=2")
+    fit(cfg, ToyTask(cfg), tmp_path / "prof")
+    trace = json.loads((tmp_path / "prof" / "trace.json").read_text())
+    names = {event.get("name") for event in trace["traceEvents"]}
+    assert {"data", "forward", "loss", "backward", "optimizer"} <= names
+    steps = {n for n in names if n and n.startswith("ProfilerStep#")}
+    assert steps == {"ProfilerStep#2", "ProfilerStep#3"}  # wait 1 + warmup 1, then 2 active steps
+    assert "Self CPU" in (tmp_path / "prof" / "ops.txt").read_text()
+
+
+def test_profiler_off_writes_nothing(tmp_path):
+    cfg = toy_config(tmp_path, "train.batch_size=4", "train.max_steps=2")
+    fit(cfg, ToyTask(cfg), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "trace.json").exists()
+
+
+def test_train_py_runs_registry_task_and_writes_config(tmp_path, monkeypatch, capsys):
+    import train
+
+    monkeypatch.setitem(train.TASKS, "toy", ToyTask)
+    config = tmp_path / "toy.yaml"
+    config.write_text("task: toy\ntrain:\n  batch_size: 8\n  epochs: 1\n  precision: fp32\n")
+    args = [str(config), f"train.out_dir={tmp_path}/{{name}}", "train.lazy_embedding_min_rows=0"]
+    assert train.main(args) == 0
+    written = yaml.safe_load((tmp_path / "toy" / "config.yaml").read_text())
+    assert written["task"] == "toy" and written["train"]["batch_size"] == 8 and written["train"]["resume"] is False
+    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 4
+    assert train.main(args + ["train.epochs=2", "--resume"]) == 0  # continues from step 4
+    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 8
+    assert "resumed at step 4" in capsys.readouterr().out
+
+
+def test_train_py_setup_error_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
+    import train
+
+    def missing(cfg):
+        raise FileNotFoundError("no checkpoint at runs/mini_pretrain/model (model.name_or_path)")
+
+    monkeypatch.setitem(train.TASKS, "toy", missing)
+    config = tmp_path / "toy.yaml"
+    config.write_text("task: toy\n")
+    assert train.main([str(config), f"train.out_dir={tmp_path}/{{name}}"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint at runs/mini_pretrain/model" in err and "Traceback" not in err
+    assert not (tmp_path / "toy").exists()  # nothing written before the task could be built
+    assert train.main([str(config), "train.lr=oops"]) == 2
+    assert "train.lr" in capsys.readouterr().err
