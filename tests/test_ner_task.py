@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,3 +158,67 @@ def test_crf_head_loss_and_decoding(ner_root):
         for prev, tag in zip(["O"] + row, row):
             assert not (tag.startswith("I-") and prev[2:] != tag[2:])
     assert [len(p) for p in pred] == [len(s.words) for s in task.dev["de"]]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """One tiny random checkpoint for the end-to-end tests (what model.tiny_random writes)."""
+    pytest.importorskip("core.loop")
+    from core.paths import data_root
+    from data.conll import read_conll
+    from tasks.ner import write_tiny_checkpoint
+
+    path = data_root() / "panx/de/train.conllu"
+    if not path.is_file():
+        pytest.skip(f"public data not found at {data_root()}")
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", read_conll(path)[:2000])
+
+
+def _tiny_overrides(tmp_path, data_root, tiny_model):
+    return [f"data.root={data_root}", f"model.name_or_path={tiny_model}",
+            f"train.out_dir={tmp_path}/{{name}}", "data.max_train_sentences=96", "data.max_eval_sentences=24",
+            "data.max_test_sentences=24", "data.max_length=24", "data.stride=6", "train.epochs=1",
+            "train.batch_size=16", "train.lr=3e-3", "train.log_every=100"]
+
+
+def test_train_then_evaluate_end_to_end(tmp_path, data_root, tiny_model, capsys):
+    import evaluate
+    import train
+
+    args = ["configs/tiny_ner.yaml", *_tiny_overrides(tmp_path, data_root, tiny_model), "data.eval_langs=[de, it]"]
+    assert train.main(args) == 0
+    run = tmp_path / "tiny_ner"
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["rows"]["tiny_ner"]) == {"de", "it"}
+    assert (run / "model/config.json").is_file() and (run / "results.md").is_file()
+    # evaluate.py reloads the saved model and gets the same test F1 on the same sentences
+    model, tokenizer, labels, cfg = evaluate.load_trained(run)
+    assert cfg.data.max_test_sentences == 24
+    capsys.readouterr()
+    assert evaluate.main([str(run), "--langs", "de,it"]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| tiny_ner |"))
+    assert row == "| tiny_ner | " + " | ".join(f"{100 * results['rows']['tiny_ner'][k]:.1f}" for k in ("de", "it")) + " |"
+
+
+def test_fewshot_run_writes_one_model_per_size_and_a_curve(tmp_path, data_root, tiny_model):
+    import train
+
+    args = ["configs/tiny_ner.yaml", *_tiny_overrides(tmp_path, data_root, tiny_model), "data.max_train_sentences=32",
+            "data.fewshot_lang=fr", "data.fewshot_sizes=[8, 16]", "data.eval_langs=[fr]", "train.name=fs"]
+    assert train.main(args) == 0
+    run = tmp_path / "fs"
+    curve = json.loads((run / "results.json").read_text())["curve"]
+    assert list(curve) == ["8", "16"] and (run / "curve.png").is_file()
+    assert (run / "k8/model/config.json").is_file() and (run / "k16/results.json").is_file()
+
+
+def test_missing_checkpoint_fails_before_any_work(tmp_path, data_root, capsys):
+    pytest.importorskip("core.loop")
+    import train
+
+    code = train.main(["configs/mini_zeroshot_de.yaml", f"data.root={data_root}",
+                       f"model.name_or_path={tmp_path / 'no_model'}", f"train.out_dir={tmp_path}/{{name}}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no checkpoint at" in err and "mini_pretrain" in err
+    assert not (tmp_path / "mini_zeroshot_de").exists()
