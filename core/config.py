@@ -87,6 +87,7 @@ class TrainConfig:
     clip_grad_norm: float = 1.0  # 0 = off
     lazy_embedding_decay: bool = True  # untouched embedding rows get their decay lazily
     lazy_embedding_min_rows: int = 10000  # only untied nn.Embedding with at least this many rows
+    fused_adamw: bool = True  # torch's fused AdamW kernel (same update as foreach, several times faster on CPU)
     save_every: int = 0  # steps between last.pt saves; 0 = at each evaluation and at the end
     time_budget_minutes: float = 0.0  # 0 = no limit; else stop cleanly (and save) when reached
     resume: bool = False  # continue from run_dir/last.pt (train.py --resume sets it)

@@ -40,8 +40,12 @@ class LazyAdamW(torch.optim.AdamW):
         finally:
             for _, p, grad in lazy:
                 p.grad = grad
+        # A fused AdamW under an fp16 GradScaler gets found_inf (and grad_scale if not unscaled) from the scaler.
+        found_inf, grad_scale = getattr(self, "found_inf", None), getattr(self, "grad_scale", None)
+        if found_inf is not None and bool(found_inf):
+            return loss  # the scaler skips this step
         for group, p, grad in lazy:
-            self._lazy_step(group, p, grad)
+            self._lazy_step(group, p, grad if grad_scale is None else grad / grad_scale.to(grad.dtype))
         return loss
 
     def _row_state(self, p: torch.Tensor) -> dict:

@@ -62,6 +62,8 @@ def build_optimizer(model: nn.Module, train_cfg, sparse_embeddings: bool = True)
     groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     kwargs = dict(lr=train_cfg.lr, betas=tuple(train_cfg.adam_betas), eps=train_cfg.adam_eps)
+    if train_cfg.fused_adamw and fused_supported(model):
+        kwargs["fused"] = True
     if not lazy_params:
         return torch.optim.AdamW([g for g in groups if g["params"]], **kwargs)
     for module in lazy:
@@ -71,6 +73,11 @@ def build_optimizer(model: nn.Module, train_cfg, sparse_embeddings: bool = True)
     for module in lazy:
         optimizer.attach(module)  # rows a forward reads are brought up to date first
     return optimizer
+
+
+def fused_supported(model: nn.Module) -> bool:
+    """torch's fused AdamW runs on CPU and CUDA floating-point parameters."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in model.parameters())
 
 
 def lr_lambda(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

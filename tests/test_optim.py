@@ -19,6 +19,15 @@ from core.optim import build_optimizer, build_scheduler, clip_grad_norm, lr_lamb
 V, H = 48, 6
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread avoids spin-waiting on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class Net(nn.Module):
     """An embedding whose rows matter through a LayerNorm and a Linear (weights feed the gradient)."""
 
@@ -71,6 +80,14 @@ def run(model, optimizer, scheduler, steps, clip=1.0, save_load_at=None):
         optimizer.zero_grad(set_to_none=True)
 
 
+def reference_adamw(model, cfg):
+    """What a Hugging Face fine-tuning script builds: torch.optim.AdamW (foreach), HF decay groups."""
+    skip = {n for n, _ in model.named_parameters() if n.endswith("bias") or n.startswith("norm.")}
+    groups = [{"params": [p for n, p in model.named_parameters() if n not in skip], "weight_decay": cfg.weight_decay},
+              {"params": [p for n, p in model.named_parameters() if n in skip], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
+
+
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("save_load_at", [None, 5])
 def test_lazy_adamw_equals_adamw(sparse, save_load_at):
@@ -78,9 +95,9 @@ def test_lazy_adamw_equals_adamw(sparse, save_load_at):
     plain_model = Net()
     lazy_model = copy.deepcopy(plain_model)
     cfg = train_cfg()
-    plain_opt = build_optimizer(plain_model, train_cfg(lazy_embedding_decay=False))
+    plain_opt = reference_adamw(plain_model, cfg)
     lazy_opt = build_optimizer(lazy_model, cfg, sparse_embeddings=sparse)
-    assert type(plain_opt) is torch.optim.AdamW and isinstance(lazy_opt, LazyAdamW)
+    assert isinstance(lazy_opt, LazyAdamW) and lazy_opt.defaults["fused"]
     assert lazy_model.embed.sparse == sparse
     n = 12
     run(plain_model, plain_opt, build_scheduler(plain_opt, cfg, n), batches(n))
@@ -113,6 +130,11 @@ def test_lazy_rows_read_by_forward_are_up_to_date():
     assert torch.equal(model.embed.weight[40], before)  # pending
     seen = model.embed(torch.tensor([40]))[0]  # the pre-hook catches row 40 up
     torch.testing.assert_close(seen, before * (1 - 0.03 * 0.2) ** 3, rtol=1e-6, atol=0)
+
+
+def test_fused_is_configurable():
+    assert build_optimizer(Net(), train_cfg(lazy_embedding_decay=False)).defaults["fused"]
+    assert not build_optimizer(Net(), train_cfg(lazy_embedding_decay=False, fused_adamw=False)).defaults["fused"]
 
 
 def test_no_decay_for_bias_and_layernorm_only():
@@ -182,3 +204,24 @@ def test_clip_grad_norm_matches_torch_and_handles_sparse(max_norm):
         for p, q in zip(model.parameters(), reference.parameters()):
             torch.testing.assert_close(p.grad.to_dense(), q.grad, rtol=1e-6, atol=1e-7)
     assert sparse.embed.weight.grad.is_sparse and sparse.embed.weight.grad.is_coalesced()
+
+
+def test_lazy_adamw_follows_grad_scaler_protocol():
+    """Under an fp16 GradScaler a fused optimizer gets grad_scale / found_inf; the lazy rows obey them too."""
+    torch.manual_seed(0)
+    models = [Net() for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    opts = [build_optimizer(m, train_cfg()) for m in models]
+    ids = torch.tensor([[3, 4, 5]])
+    for scale, (model, opt) in zip((1.0, 8.0), zip(models, opts)):
+        (model(ids).sum() * scale).backward()
+        if scale != 1.0:
+            opt.grad_scale, opt.found_inf = torch.tensor(scale), torch.tensor(0.0)
+        opt.step()
+    for a, b in zip(*(m.parameters() for m in models)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    before = [p.detach().clone() for p in models[1].parameters()]
+    models[1](ids).sum().backward()
+    opts[1].found_inf = torch.tensor(1.0)  # an overflow: the whole step is skipped
+    opts[1].step()
+    assert all(torch.equal(p, q) for p, q in zip(before, models[1].parameters()))
