@@ -1,0 +1,326 @@
+"""The MLM task: pretrain the mini XLM-R (tokenizer + encoder + MLM head) within a time budget.
+
+Legend: B sequences, T subword positions, H hidden, V vocabulary, M masked positions.
+
+    task = build_task(cfg)        # gather text, train the sentencepiece model, encode, pack
+    task.run(cfg, run_dir)        # core.loop.fit, then save the HF layout to run_dir/model/
+
+The budget (``mlm.time_budget_minutes``) counts from build_task, tokenizer training included.
+run() hands what is left of it (minus ``mlm.budget_reserve_seconds`` for the final export) to
+the loop as ``train.time_budget_minutes``, which stops cleanly (evaluation + checkpoint). When
+``train.max_steps`` is 0, run() first times a few real optimizer steps and sets max_steps so the
+learning-rate schedule reaches its end at the budget; if the machine then runs slower than
+timed, the loop's budget stops it a little before the schedule's end.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from data.masking import IGNORE_INDEX, MaskingCollator
+from data.text import encode_sentences, gather_text, ner_source_name, pack_sequences, split_heldout
+
+SEED_STRIDE = 1_000_003  # separates the (seed, epoch, batch) streams of random numbers
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def _autocast(device: torch.device, precision: str):
+    from core.precision import autocast_context, resolve_precision
+
+    return autocast_context(device, resolve_precision(precision, device))
+
+
+def build_model_config(cfg, vocab_size: int, dropout: float):
+    """The XLMRConfig of the mini model from the ``mlm`` section (heads must divide hidden)."""
+    from models.encoder import XLMRConfig
+
+    m = cfg.mlm
+    if m.hidden_size % m.num_heads:
+        raise ValueError(f"mlm.hidden_size {m.hidden_size} is not a multiple of mlm.num_heads {m.num_heads}")
+    if m.seq_length + 2 > m.max_position_embeddings:
+        raise ValueError(f"mlm.seq_length {m.seq_length} needs max_position_embeddings >= {m.seq_length + 2}")
+    return XLMRConfig(vocab_size=vocab_size, hidden_size=m.hidden_size, num_hidden_layers=m.num_layers,
+                      num_attention_heads=m.num_heads, intermediate_size=m.intermediate_size,
+                      max_position_embeddings=m.max_position_embeddings, pad_token_id=1, type_vocab_size=1,
+                      layer_norm_eps=1e-5, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+
+
+def masked_lm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy over the masked positions in fp32, number of correct predictions).
+
+    The vocabulary projection runs on the M masked positions only (about 15% of B x T): the
+    same numbers as the full (B, T, V) logits at a fraction of the cost.
+    """
+    labels = batch["labels"]  # (B, T)
+    chosen = labels != IGNORE_INDEX  # (B, T)
+    logits = model(batch["input_ids"], batch["attention_mask"], select=chosen)  # (M, V)
+    target = labels[chosen]  # (M,)
+    loss = F.cross_entropy(logits.float(), target, reduction="sum")
+    correct = (logits.argmax(-1) == target).sum()
+    return loss, correct
+
+
+class ThreadTuner:
+    """Keeps the intra-op thread count that currently gives the fastest training steps (CPU).
+
+    On a machine whose cores other jobs share, two threads can be several times slower than one
+    (each waits on its preempted peer); alone, two are faster. tick() is called once per batch
+    handed to the loop, so the interval between ticks is one whole micro-step at the thread count
+    set at the previous tick. Every ``every`` ticks each other choice runs ``probe`` timed steps
+    (after one untimed step to settle) and the choice with the lowest median step is kept.
+    """
+
+    DECIDE = 0  # a plan entry: compare the medians and pick
+
+    def __init__(self, choices: list[int], every: int = 200, probe: int = 3, clock=time.perf_counter):
+        self.choices, self.every, self.probe, self.clock = choices, every, probe, clock
+        self.current = torch.get_num_threads() if torch.get_num_threads() in choices else choices[-1]
+        self.samples: dict[int, list[float]] = {n: [] for n in choices}  # the last `probe` step times
+        self.plan: list[int] = []  # thread counts for the coming ticks, then DECIDE
+        self.ticks, self.last, self.settling = 0, None, True
+        self.decisions: list[tuple[int, int]] = []  # (tick, thread count chosen)
+
+    def use(self, threads: int) -> None:
+        self.settling = threads != self.current
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+        self.current = threads
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.last is not None and not self.settling:
+            self.samples[self.current] = (self.samples[self.current] + [now - self.last])[-self.probe:]
+        self.last, self.ticks, self.settling = now, self.ticks + 1, False
+        if not self.plan and self.ticks % self.every == 0:
+            self.plan = [n for n in self.choices if n != self.current for _ in range(self.probe + 1)]
+            self.plan.append(self.DECIDE)
+        if not self.plan:
+            return
+        nxt = self.plan.pop(0)
+        if nxt == self.DECIDE:
+            nxt = min(self.choices, key=lambda n: _median(self.samples[n]))
+            self.decisions.append((self.ticks, nxt))
+        self.use(nxt)
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else math.inf
+
+
+class MLMBatches:
+    """One epoch of masked batches: packed fresh for the epoch, sharded by rank, with len()."""
+
+    def __init__(self, task: "MLMTask", epoch: int, rank: int, world: int):
+        self.task, self.epoch = task, epoch
+        seed = task.cfg.train.seed * SEED_STRIDE + epoch
+        sequences = pack_sequences(task.train_pieces, task.cfg.mlm.seq_length, task.tokenizer.bos_id,
+                                   task.tokenizer.eos_id, torch.Generator().manual_seed(seed))
+        batch_size = task.cfg.train.batch_size
+        n_batches = len(sequences) // (batch_size * world)  # equal counts on every rank; the rest is dropped
+        self.sequences = sequences[rank::world][: n_batches * batch_size]
+        self.batch_size, self.seed = batch_size, seed
+
+    def __len__(self) -> int:
+        return len(self.sequences) // self.batch_size
+
+    def __iter__(self):
+        for index in range(len(self)):
+            rows = self.sequences[index * self.batch_size:(index + 1) * self.batch_size]
+            generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)  # masks of this batch
+            batch = self.task.collate(rows, generator)
+            self.task.tokens_fed += int(batch["attention_mask"].sum())
+            if self.task.threads is not None:
+                self.task.threads.tick()
+            yield batch
+
+
+class MLMTask:
+    metric_name = "mlm_acc"
+
+    def __init__(self, cfg, tokenizer, train_pieces: list[list[int]], heldout_batches: list[dict],
+                 started: float):
+        self.cfg, self.tokenizer = cfg, tokenizer
+        self.train_pieces, self.heldout_batches = train_pieces, heldout_batches
+        self.collate = MaskingCollator(tokenizer.mask_id, tokenizer.vocab_size, pad_id=tokenizer.pad_id,
+                                       mask_prob=cfg.mlm.mask_prob)
+        budget = cfg.mlm.time_budget_minutes * 60
+        self.started = started
+        self.deadline = started + budget - cfg.mlm.budget_reserve_seconds if budget > 0 else math.inf
+        self.model: nn.Module | None = None
+        self.tokens_fed = 0  # non-pad positions handed to the loop (for tokens/s)
+        cores = torch.get_num_threads()
+        on_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+        self.threads = ThreadTuner(sorted({1, cores})) if cfg.mlm.adaptive_threads and on_cpu and cores > 1 else None
+
+    # --- the task interface of core.loop.fit -------------------------------------------------
+    def build_model(self, dropout: float | None = None) -> nn.Module:
+        from models.heads import XLMRForMaskedLM
+
+        dropout = self.cfg.mlm.dropout if dropout is None else dropout
+        model = XLMRForMaskedLM(build_model_config(self.cfg, self.tokenizer.vocab_size, dropout))
+        model.init_weights(generator=torch.Generator().manual_seed(self.cfg.train.seed))
+        self.model = model
+        return model
+
+    def train_batches(self, epoch: int, rank: int = 0, world: int = 1) -> MLMBatches:
+        return MLMBatches(self, epoch, rank, world)
+
+    def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return masked_lm_loss(model, batch)[0]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Held-out MLM loss per masked piece and accuracy (fixed masks, so runs compare)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        correct, count = 0, 0
+        with _autocast(device, self.cfg.train.precision):
+            for batch in self.heldout_batches:
+                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                loss, right = masked_lm_loss(_unwrap(model), batch)
+                loss_sum += loss.double().cpu()
+                correct += int(right)
+                count += batch["n_tokens"]
+        model.train(was_training)
+        return {"mlm_loss": float(loss_sum) / max(count, 1), "mlm_acc": correct / max(count, 1)}
+
+    # --- time budget -------------------------------------------------------------------------
+    def time_steps(self, n_steps: int = 2) -> float:
+        """Seconds per optimizer step of a throwaway model on real batches (after one warm-up),
+        at each thread count the tuner may choose; the tuner starts with the fastest."""
+        from core.precision import resolve_device, resolve_precision
+
+        cfg = self.cfg
+        device = resolve_device(cfg.train.device)
+        model = self.build_model().to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        batches = iter(MLMBatches(self, epoch=10_000, rank=0, world=1))
+        per_choice = {}
+        for threads in (self.threads.choices if self.threads else [torch.get_num_threads()]):
+            if self.threads:
+                self.threads.use(threads)
+            times = []
+            for _ in range(n_steps + 1):
+                start = time.perf_counter()
+                for _ in range(cfg.train.accum_steps):
+                    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}
+                    with _autocast(device, cfg.train.precision):
+                        loss = masked_lm_loss(model, batch)[0]
+                    loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                times.append(time.perf_counter() - start)
+            per_choice[threads] = sum(times[1:]) / n_steps
+        best = min(per_choice, key=per_choice.get)
+        if self.threads:
+            self.threads.use(best)
+            self.threads.samples[best] = []
+        self.model, self.tokens_fed = None, 0
+        timed = ", ".join(f"{n} thread(s) {t:.3f}" for n, t in per_choice.items())
+        print(f"[mlm] timed s/step ({resolve_precision(cfg.train.precision, device)}): {timed}; "
+              f"starting with {best}", flush=True)
+        return per_choice[best]
+
+    def plan_budget(self, cfg) -> None:
+        """Set train.max_steps (if 0) and train.time_budget_minutes from what is left of the budget."""
+        if math.isinf(self.deadline):
+            return
+        if cfg.train.max_steps == 0:
+            seconds_per_step = self.time_steps()
+            left = self.deadline - time.monotonic()
+            cfg.train.max_steps = max(1, int(0.92 * left / seconds_per_step))  # 8% for evals and checkpoints
+        cfg.train.time_budget_minutes = max(self.deadline - time.monotonic(), 1.0) / 60
+        print(f"[mlm] train.max_steps = {cfg.train.max_steps}, loop budget "
+              f"{cfg.train.time_budget_minutes:.1f} min (of {cfg.mlm.time_budget_minutes:g} min in all)", flush=True)
+
+    # --- the whole job -----------------------------------------------------------------------
+    def run(self, cfg, run_dir: str | Path) -> dict:
+        from core.loop import fit
+
+        run_dir = Path(run_dir)
+        self.plan_budget(cfg)
+        train_started = time.monotonic()
+        result = fit(cfg, self, run_dir)
+        train_seconds = time.monotonic() - train_started
+        model = _unwrap(result["model"] if isinstance(result, dict) else result)
+        final = result.get("metrics") if isinstance(result, dict) else None
+        if not final or self.metric_name not in final:
+            final = self.evaluate(model)
+        save_mini(model, self.tokenizer, run_dir / "model", cfg.mlm.export_dropout)
+        summary = {"steps": result.get("step") if isinstance(result, dict) else None,
+                   "max_steps": cfg.train.max_steps, "train_seconds": round(train_seconds, 1),
+                   "tokens": self.tokens_fed, "tokens_per_second": round(self.tokens_fed / max(train_seconds, 1e-9)),
+                   "total_seconds": round(time.monotonic() - self.started, 1),
+                   "heldout_mlm_loss": final["mlm_loss"], "heldout_mlm_acc": final["mlm_acc"],
+                   "thread_decisions": self.threads.decisions if self.threads else None,
+                   "model_dir": str(run_dir / "model")}
+        (run_dir / "mlm_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"[mlm] {json.dumps(summary)}", flush=True)
+        return summary
+
+
+def save_mini(model: nn.Module, tokenizer, out_dir: Path, export_dropout: float) -> None:
+    """HF layout (config.json, model.safetensors, sentencepiece.bpe.model, tokenizer.json) with the
+    fine-tuning dropout written into config.json (pretraining may have run without dropout)."""
+    from models.export import save_pretrained
+
+    save_pretrained(model, tokenizer, out_dir, config_overrides={
+        "hidden_dropout_prob": export_dropout, "attention_probs_dropout_prob": export_dropout})
+
+
+def run_directory(cfg) -> Path:
+    return Path(cfg.train.out_dir.format(name=cfg.train.name))
+
+
+def build_tokenizer(cfg, sentences: list[str], out_dir: Path):
+    """Train the sentencepiece unigram model on ``sentences`` (or reuse it when resuming)."""
+    from data.tokenizer import XLMRTokenizer
+
+    if (out_dir / "sentencepiece.bpe.model").is_file():
+        print(f"[mlm] reusing tokenizer {out_dir}", flush=True)
+        return XLMRTokenizer.from_pretrained(out_dir)
+    return XLMRTokenizer.train(sentences, cfg.mlm.vocab_size, out_dir, model_type="unigram",
+                               input_sentence_size=cfg.mlm.spm_input_sentences)
+
+
+def build_heldout(cfg, tokenizer, sentences: list[str], collate: MaskingCollator) -> list[dict]:
+    """Fixed packed + masked held-out batches (seeded apart from training)."""
+    pieces = encode_sentences(tokenizer, sentences)
+    sequences = pack_sequences(pieces, cfg.mlm.seq_length, tokenizer.bos_id, tokenizer.eos_id)
+    sequences = sequences[: cfg.mlm.eval_sequences]
+    generator = torch.Generator().manual_seed(cfg.train.seed + 12345)
+    size = cfg.train.batch_size
+    return [collate(sequences[i:i + size], generator) for i in range(0, len(sequences), size)]
+
+
+def build_task(cfg) -> MLMTask:
+    started = time.monotonic()
+    corpus, heldout_text = split_heldout(gather_text(cfg.data, cfg.mlm), cfg.mlm.heldout_every)
+    train_text = [s for sentences in corpus.values() for s in sentences]
+    if not train_text:
+        raise ValueError("no pretraining text: set mlm.ner_splits and/or mlm.text_files")
+    tokenizer = build_tokenizer(cfg, train_text, run_directory(cfg) / "tokenizer")
+    ner_sources = {ner_source_name(lang, split) for lang, split in cfg.mlm.ner_splits.items()}
+    train_pieces = []
+    for name, sentences in corpus.items():
+        repeat = cfg.mlm.ner_repeat if name in ner_sources else 1  # NER-domain text seen more often
+        train_pieces += encode_sentences(tokenizer, sentences) * repeat
+    collate = MaskingCollator(tokenizer.mask_id, tokenizer.vocab_size, pad_id=tokenizer.pad_id,
+                              mask_prob=cfg.mlm.mask_prob)
+    heldout = build_heldout(cfg, tokenizer, heldout_text, collate) if heldout_text else []
+    n_pieces = sum(map(len, train_pieces))
+    print(f"[mlm] {len(train_pieces)} training sentences ({n_pieces} pieces), {len(heldout_text)} held out; "
+          f"vocabulary {tokenizer.vocab_size}; ready after {time.monotonic() - started:.0f} s", flush=True)
+    return MLMTask(cfg, tokenizer, train_pieces, heldout, started)
