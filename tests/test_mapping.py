@@ -1,0 +1,72 @@
+"""Mapping: Procrustes recovers a random rotation from noisy pairs; refinement repairs a bad seed;
+dictionaries read both formats; the adversarial map stays orthogonal."""
+import pytest
+import torch
+
+from data.dictionaries import gold_translations, identical_pairs, index_pairs, read_dictionary
+from data.word_vectors import center_and_normalize, skipgram_pairs
+from models.mapping import adversarial_init, mutual_csls_pairs, procrustes, refine
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small matrices: several threads only contend on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def rotated_copy(n=400, dim=20, noise=0.02, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen))  # random orthogonal (E, E)
+    src = center_and_normalize(torch.randn(n, dim, generator=gen))
+    tgt = src @ q + noise * torch.randn(n, dim, generator=gen)
+    return src, tgt, q
+
+
+def test_procrustes_recovers_a_random_orthogonal_matrix():
+    src, tgt, q = rotated_copy()
+    w = procrustes(src, tgt)
+    assert torch.allclose(w @ w.t(), torch.eye(20), atol=1e-5)
+    assert (w - q).abs().max() < 0.05
+
+
+def test_refinement_repairs_a_small_noisy_seed():
+    src, tgt, q = rotated_copy(noise=0.01, seed=1)
+    seed_pairs = torch.tensor([[i, i] for i in range(25)] + [[i, i + 1] for i in range(100, 108)])  # 8 wrong pairs
+    w0 = procrustes(src[seed_pairs[:, 0]], tgt[seed_pairs[:, 1]])
+    w, pairs = refine(src, tgt, w0, steps=3, k=5, log=lambda *_: None)
+    assert (w - q).abs().max() < (w0 - q).abs().max()
+    assert (w - q).abs().max() < 0.05
+    assert (pairs[:, 0] == pairs[:, 1]).float().mean() > 0.99
+    assert len(mutual_csls_pairs(src @ q, tgt, k=5)) > 390
+
+
+def test_adversarial_map_is_orthogonal():
+    src, tgt, _ = rotated_copy(n=200, dim=8)
+    w = adversarial_init(src, tgt, epochs=1, iterations=30, hidden=16, log=lambda *_: None)
+    assert torch.allclose(w @ w.t(), torch.eye(8), atol=1e-2)
+
+
+def test_dictionaries(tmp_path):
+    (tmp_path / "a.txt").write_text("Haus house\nhaus home\nbad\n")
+    (tmp_path / "b.dict").write_text("house @ haus\n")
+    assert read_dictionary(tmp_path / "a.txt") == [("haus", "house"), ("haus", "home")]
+    assert read_dictionary(tmp_path / "a.txt", reverse=True)[0] == ("house", "haus")
+    assert read_dictionary(tmp_path / "b.dict") == [("haus", "house")]
+    assert identical_pairs(["berlin", "und", "0", "x"], ["berlin", "0", "x", "and"]) == [("berlin", "berlin")]
+    pairs = [("haus", "house"), ("haus", "home"), ("auto", "car")]
+    idx, dropped = index_pairs(pairs, {"haus": 0, "auto": 1}, {"house": 5, "car": 7})
+    assert idx.tolist() == [[0, 5], [1, 7]] and dropped == 1
+    gold, coverage = gold_translations(pairs, {"haus": 0}, {"house": 5, "home": 6})
+    assert gold == {0: {5, 6}} and coverage == 0.5
+
+
+def test_skipgram_pairs_stay_inside_sentences():
+    ids = torch.tensor([1, 2, 3, 4, 5])
+    sent = torch.tensor([0, 0, 0, 1, 1])
+    center, context = skipgram_pairs(ids, sent, window=2, keep=torch.ones(6), gen=torch.Generator().manual_seed(0))
+    pairs = set(zip(center.tolist(), context.tolist()))
+    assert pairs <= {(1, 2), (2, 1), (2, 3), (3, 2), (1, 3), (3, 1), (4, 5), (5, 4)}
+    assert {(4, 5), (5, 4), (1, 2), (2, 1)} <= pairs  # neighbours are always within the window
