@@ -129,6 +129,7 @@ class MLMConfig:
     export_dropout: float = 0.1  # the dropout written into the saved config.json (for fine-tuning)
     budget_reserve_seconds: float = 60.0  # kept free at the end of the budget for the final eval + export
     adaptive_threads: bool = True  # CPU: switch between 1 thread and all cores, whichever steps faster now
+    pace_batches: bool = True  # with a budget: batch size follows the load so steps keep the planned duration
 
 
 @dataclass

@@ -25,6 +25,7 @@ from torch import nn
 
 from data.masking import IGNORE_INDEX, MaskingCollator
 from data.text import encode_sentences, gather_text, ner_source_name, pack_sequences, split_heldout
+from tasks.pacing import BatchPacer, ThreadTuner
 
 SEED_STRIDE = 1_000_003  # separates the (seed, epoch, batch) streams of random numbers
 
@@ -70,55 +71,14 @@ def masked_lm_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.T
     return loss, correct
 
 
-class ThreadTuner:
-    """Keeps the intra-op thread count that currently gives the fastest training steps (CPU).
-
-    On a machine whose cores other jobs share, two threads can be several times slower than one
-    (each waits on its preempted peer); alone, two are faster. tick() is called once per batch
-    handed to the loop, so the interval between ticks is one whole micro-step at the thread count
-    set at the previous tick. Every ``every`` ticks each other choice runs ``probe`` timed steps
-    (after one untimed step to settle) and the choice with the lowest median step is kept.
-    """
-
-    DECIDE = 0  # a plan entry: compare the medians and pick
-
-    def __init__(self, choices: list[int], every: int = 200, probe: int = 3, clock=time.perf_counter):
-        self.choices, self.every, self.probe, self.clock = choices, every, probe, clock
-        self.current = torch.get_num_threads() if torch.get_num_threads() in choices else choices[-1]
-        self.samples: dict[int, list[float]] = {n: [] for n in choices}  # the last `probe` step times
-        self.plan: list[int] = []  # thread counts for the coming ticks, then DECIDE
-        self.ticks, self.last, self.settling = 0, None, True
-        self.decisions: list[tuple[int, int]] = []  # (tick, thread count chosen)
-
-    def use(self, threads: int) -> None:
-        self.settling = threads != self.current
-        if threads != torch.get_num_threads():
-            torch.set_num_threads(threads)
-        self.current = threads
-
-    def tick(self) -> None:
-        now = self.clock()
-        if self.last is not None and not self.settling:
-            self.samples[self.current] = (self.samples[self.current] + [now - self.last])[-self.probe:]
-        self.last, self.ticks, self.settling = now, self.ticks + 1, False
-        if not self.plan and self.ticks % self.every == 0:
-            self.plan = [n for n in self.choices if n != self.current for _ in range(self.probe + 1)]
-            self.plan.append(self.DECIDE)
-        if not self.plan:
-            return
-        nxt = self.plan.pop(0)
-        if nxt == self.DECIDE:
-            nxt = min(self.choices, key=lambda n: _median(self.samples[n]))
-            self.decisions.append((self.ticks, nxt))
-        self.use(nxt)
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2] if values else math.inf
-
-
 class MLMBatches:
-    """One epoch of masked batches: packed fresh for the epoch, sharded by rank, with len()."""
+    """One epoch of masked batches: packed fresh for the epoch, sharded by rank.
+
+    Without a pacer every batch has ``train.batch_size`` sequences and the epoch is a pure
+    function of (seed, epoch): a resumed run skips exactly what it consumed. With the task's
+    pacer (``mlm.pace_batches``) sizes follow the machine's speed, so a resume lands near, not
+    exactly at, the same place; len() then counts batches of the nominal size.
+    """
 
     def __init__(self, task: "MLMTask", epoch: int, rank: int, world: int):
         self.task, self.epoch = task, epoch
@@ -134,13 +94,15 @@ class MLMBatches:
         return len(self.sequences) // self.batch_size
 
     def __iter__(self):
-        for index in range(len(self)):
-            rows = self.sequences[index * self.batch_size:(index + 1) * self.batch_size]
+        start, index = 0, 0
+        while start < len(self.sequences):
+            size = self.task.pace()
+            rows = self.sequences[start:start + size]
             generator = torch.Generator().manual_seed(self.seed * SEED_STRIDE + index)  # masks of this batch
             batch = self.task.collate(rows, generator)
             self.task.tokens_fed += int(batch["attention_mask"].sum())
-            if self.task.threads is not None:
-                self.task.threads.tick()
+            self.task.last_batch_sequences = len(rows)
+            start, index = start + size, index + 1
             yield batch
 
 
@@ -161,6 +123,19 @@ class MLMTask:
         cores = torch.get_num_threads()
         on_cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
         self.threads = ThreadTuner(sorted({1, cores})) if cfg.mlm.adaptive_threads and on_cpu and cores > 1 else None
+        self.pacer: BatchPacer | None = None  # set by plan_budget when mlm.pace_batches
+        self.last_batch_sequences = 0
+
+    def pace(self) -> int:
+        """Called as each batch is requested: feed the step just finished to the tuners; the size
+        of the next batch."""
+        done = self.last_batch_sequences
+        if self.threads is not None:
+            self.threads.tick(done)
+        if self.pacer is None:
+            return self.cfg.train.batch_size
+        self.pacer.tick(done)
+        return self.pacer.next_size()
 
     # --- the task interface of core.loop.fit -------------------------------------------------
     def build_model(self, dropout: float | None = None) -> nn.Module:
@@ -226,24 +201,35 @@ class MLMTask:
         best = min(per_choice, key=per_choice.get)
         if self.threads:
             self.threads.use(best)
-            self.threads.samples[best] = []
-        self.model, self.tokens_fed = None, 0
+            self.threads.samples = {n: [] for n in self.threads.choices}
+            self.threads.last = None
+        self.model, self.tokens_fed, self.last_batch_sequences = None, 0, 0
         timed = ", ".join(f"{n} thread(s) {t:.3f}" for n, t in per_choice.items())
         print(f"[mlm] timed s/step ({resolve_precision(cfg.train.precision, device)}): {timed}; "
               f"starting with {best}", flush=True)
         return per_choice[best]
 
     def plan_budget(self, cfg) -> None:
-        """Set train.max_steps (if 0) and train.time_budget_minutes from what is left of the budget."""
+        """Set train.max_steps (if 0) and train.time_budget_minutes from what is left of the budget,
+        and (``mlm.pace_batches``) the pacer that keeps every step near the planned duration."""
         if math.isinf(self.deadline):
             return
+        seconds_per_step = None
         if cfg.train.max_steps == 0:
             seconds_per_step = self.time_steps()
             left = self.deadline - time.monotonic()
             cfg.train.max_steps = max(1, int(0.92 * left / seconds_per_step))  # 8% for evals and checkpoints
-        cfg.train.time_budget_minutes = max(self.deadline - time.monotonic(), 1.0) / 60
-        print(f"[mlm] train.max_steps = {cfg.train.max_steps}, loop budget "
-              f"{cfg.train.time_budget_minutes:.1f} min (of {cfg.mlm.time_budget_minutes:g} min in all)", flush=True)
+        left = max(self.deadline - time.monotonic(), 1.0)
+        cfg.train.time_budget_minutes = left / 60
+        if cfg.mlm.pace_batches:
+            base = cfg.train.batch_size
+            target = 0.92 * left / (cfg.train.max_steps * cfg.train.accum_steps)  # seconds per micro-batch
+            self.pacer = BatchPacer(target, base, min_size=max(1, base // 4), max_size=base * 8)
+            if seconds_per_step:  # start from the timed speed instead of the nominal size
+                self.pacer.rates = [seconds_per_step / (base * cfg.train.accum_steps)]
+        print(f"[mlm] train.max_steps = {cfg.train.max_steps}, loop budget {cfg.train.time_budget_minutes:.1f} min "
+              f"(of {cfg.mlm.time_budget_minutes:g} min in all)"
+              + (f", paced at {self.pacer.target:.2f} s per micro-batch" if self.pacer else ""), flush=True)
 
     # --- the whole job -----------------------------------------------------------------------
     def run(self, cfg, run_dir: str | Path) -> dict:
@@ -265,10 +251,16 @@ class MLMTask:
                    "total_seconds": round(time.monotonic() - self.started, 1),
                    "heldout_mlm_loss": final["mlm_loss"], "heldout_mlm_acc": final["mlm_acc"],
                    "thread_decisions": self.threads.decisions if self.threads else None,
+                   "batch_sizes": _size_summary(self.pacer.sizes) if self.pacer else None,
                    "model_dir": str(run_dir / "model")}
         (run_dir / "mlm_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(f"[mlm] {json.dumps(summary)}", flush=True)
         return summary
+
+
+def _size_summary(sizes: list[int]) -> dict:
+    ordered = sorted(sizes)
+    return {"min": ordered[0], "median": ordered[len(ordered) // 2], "max": ordered[-1]} if sizes else {}
 
 
 def save_mini(model: nn.Module, tokenizer, out_dir: Path, export_dropout: float) -> None:

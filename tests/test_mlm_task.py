@@ -18,7 +18,8 @@ from data.sources import load_split
 from data.text import gather_text, pack_sequences, read_text_file, split_heldout
 from models.encoder import XLMRConfig
 from models.heads import XLMRForMaskedLM
-from tasks.mlm import MLMTask, ThreadTuner, masked_lm_loss
+from tasks.mlm import MLMTask, masked_lm_loss
+from tasks.pacing import BatchPacer, ThreadTuner
 
 
 def _sentences(n: int, seed: int = 0, long_every: int = 0) -> list[list[int]]:
@@ -138,8 +139,8 @@ def test_thread_tuner_switches_to_the_faster_count_and_back():
         torch.set_num_threads(2)
         tuner = ThreadTuner([1, 2], every=10, probe=3, clock=lambda: now[0])
         for _ in range(27):  # probes run at ticks 10-14 and 20-24
-            tuner.tick()
-            now[0] += step_seconds[tuner.current]
+            tuner.tick(2)
+            now[0] += 2 * step_seconds[tuner.current]  # two sequences per step
         assert tuner.current == 1 and torch.get_num_threads() == 1
         assert tuner.decisions == [(14, 1), (24, 1)]
         step_seconds = {1: 1.0, 2: 0.5}  # the other jobs finished: two threads win again
@@ -152,6 +153,29 @@ def test_thread_tuner_switches_to_the_faster_count_and_back():
         torch.set_num_threads(before)
 
 
+def test_batch_pacer_keeps_steps_at_the_target_duration():
+    now = [0.0]
+    pacer = BatchPacer(target_seconds=2.0, base_size=16, min_size=4, max_size=128, clock=lambda: now[0])
+    sizes = []
+    for seconds_per_sequence in [0.125] * 8 + [0.5] * 8 + [0.01] * 8:  # normal, loaded, idle machine
+        pacer.tick(sizes[-1] if sizes else 0)
+        sizes.append(pacer.next_size())
+        now[0] += seconds_per_sequence * sizes[-1]
+    assert sizes[:8] == [16] * 8  # 2 s / 0.125 s
+    assert sizes[15] == 4  # 2 s / 0.5 s
+    assert sizes[-1] == 128  # 200 would fit: clamped to max_size
+    assert sizes[8] == 16  # a single slow step does not move the median of 5 yet
+
+
+def test_paced_batches_follow_the_pacer_and_cover_the_epoch():
+    task = _task(batch_size=4)
+    task.pacer = BatchPacer(target_seconds=1.0, base_size=4, min_size=1, max_size=32)
+    task.pacer.next_size = lambda: 7  # a machine where 7 sequences take the target time
+    batches = list(task.train_batches(0, 0, 1))
+    assert [b["input_ids"].shape[0] for b in batches[:-1]] == [7] * (len(batches) - 1)
+    assert sum(b["input_ids"].shape[0] for b in batches) == len(task.train_batches(0, 0, 1).sequences)
+
+
 def test_plan_budget_sets_steps_and_loop_budget(monkeypatch):
     task = _task()
     task.deadline = time.monotonic() + 100.0
@@ -159,6 +183,8 @@ def test_plan_budget_sets_steps_and_loop_budget(monkeypatch):
     task.plan_budget(task.cfg)
     assert 44 <= task.cfg.train.max_steps <= 46  # 0.92 x 100 s / 2 s
     assert 1.6 < task.cfg.train.time_budget_minutes <= 100 / 60
+    assert task.pacer.target == pytest.approx(0.92 * 100 / task.cfg.train.max_steps, rel=0.01)  # ~2 s
+    assert task.pacer.next_size() == task.cfg.train.batch_size  # starts from the timed speed
 
 
 def test_tiny_pretraining_exports_a_model_load_pretrained_reads_back(data_root, tmp_path):
