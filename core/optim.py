@@ -117,11 +117,15 @@ def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
         if p.grad.is_sparse:
             p.grad = p.grad.coalesce()  # duplicates summed, so the norm of the values is the norm
     grads = [p.grad._values() if p.grad.is_sparse else p.grad for p in params]
-    norms = [torch.linalg.vector_norm(g, dtype=torch.promote_types(g.dtype, torch.float32)) for g in grads]
+    same_dtype = len({g.dtype for g in grads}) == 1
+    norms = torch._foreach_norm(grads) if same_dtype else [torch.linalg.vector_norm(g) for g in grads]
     dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
     total = torch.linalg.vector_norm(torch.stack([n.to(grads[0].device, dtype) for n in norms]))  # ()
     if max_norm > 0:
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        for g in grads:
-            g.mul_(coef.to(g.device, g.dtype))
+        if same_dtype:
+            torch._foreach_mul_(grads, coef.to(grads[0].device, grads[0].dtype))
+        else:
+            for g in grads:
+                g.mul_(coef.to(g.device, g.dtype))
     return total
