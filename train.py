@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    is_main = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 writes, every rank trains
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    if is_main:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     cfg.train.resume = cfg.train.resume or args.resume  # fit() reads it; not written to config.yaml
     if hasattr(task, "run"):
         result = task.run(cfg, run_dir)
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.loop import fit
         result = fit(cfg, task, run_dir)
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str))} if isinstance(result, dict) else {}
-    if summary:
+    if summary and is_main:
         print(json.dumps(summary))
     from core.distributed import cleanup
     cleanup()
