@@ -119,15 +119,17 @@ def build_space(cfg, log=print) -> BilingualSpace:
 
 
 def translate_sentences(sentences: list[Sentence], space: BilingualSpace) -> list[Sentence]:
-    """Word-by-word translation, labels carried over; words without letters or with digits,
-    and words outside the source vocabulary (mostly names), are copied."""
-    index = space.vocab("source").stoi
+    """Word-by-word translation, labels carried over. Copied instead: words that are not purely
+    alphabetic, words outside the source vocabulary, and words the target vocabulary also has
+    (mostly names, which should stay names)."""
+    index, target = space.vocab("source").stoi, space.vocab("target").stoi
     out = []
     for sent in sentences:
         words = []
         for word in sent.words:
-            i = index.get(word_key(word, True), 0) - 2
-            if i < 0 or not word.isalpha():
+            key = word_key(word, True)
+            i = index.get(key, 0) - 2
+            if i < 0 or not word.isalpha() or key in target:
                 words.append(word)
                 continue
             new = space.translation[i]
@@ -157,14 +159,15 @@ class TaggingStage:
         return model
 
     def train_batches(self, epoch: int, rank: int, world: int):
-        sents = self.train
-        if self.length_schedule:  # competence grows with the epoch; longer sentences drawn more often later
-            rng = random.Random(self.cfg.train.seed * 1000 + epoch)
-            competence = min(1.0, 0.3 + 0.7 * epoch / max(self.cfg.mapping.target_epochs - 1, 1))
-            sents = [s for i, s in enumerate(sents)
-                     if self.length_rank[i] <= competence or rng.random() < 0.25]
-        batches = length_batches(sents, self.cfg.train.batch_size, self.cfg.train.seed + epoch)[rank::world]
-        return EncodedBatches(batches, self)
+        size, seed = self.cfg.train.batch_size, self.cfg.train.seed + epoch
+        if self.length_schedule:  # every sentence once, roughly short to long: sort by length rank + noise
+            rng = random.Random(seed)
+            order = sorted(range(len(self.train)), key=lambda i: self.length_rank[i] + rng.uniform(0, 0.5))
+            sents = [self.train[i] for i in order]
+            batches = [sents[lo:lo + size] for lo in range(0, len(sents), size)]
+        else:
+            batches = length_batches(self.train, size, seed)
+        return EncodedBatches(batches[rank::world], self)
 
     def extra(self, model, batch):
         if self.source_model is None or not model.extra_dim:
