@@ -19,6 +19,7 @@ from core.config import load_config
 from core.metrics import confusion, entity_scores
 from data.conll import Sentence, read_conll, write_conll
 from data.labels import build_label_set
+from data.sampling import downsample
 from data.sources import load_split
 from scripts.gather_results import f1_table, gather, per_type_table
 from tasks.ner import CRFTagger, MissingCheckpointError, predict_words
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", nargs="*", help="a run folder (or several with --gather)")
     parser.add_argument("--langs", default="", help="comma-separated; default: the run's data.eval_langs")
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    parser.add_argument("--max-sentences", type=int, default=0, help="first N sentences per language (0 = all)")
+    parser.add_argument("--max-sentences", type=int, default=0,
+                        help="a fixed-seed sample of N sentences per language (default: the run's data.max_test/"
+                             "max_eval_sentences, 0 = all)")
     parser.add_argument("--errors", action="store_true", help="worst tokens, confusion matrix, worst sentences")
     parser.add_argument("--predict", help="raw text (one sentence a line) or CoNLL file to tag")
     parser.add_argument("--out", help="CoNLL output of --predict (default: stdout)")
@@ -111,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     scores, name, reports = {}, Path(args.run_dir[0]).name, []
     for lang in langs:
         sentences = load_split(cfg.data, lang, args.split)
-        sentences = sentences[: args.max_sentences] if args.max_sentences else sentences
+        cap = args.max_sentences or {"test": cfg.data.max_test_sentences, "dev": cfg.data.max_eval_sentences}.get(
+            args.split, 0)  # by default the same fixed-seed sample the run was scored on
+        sentences = downsample(sentences, cap, cfg.train.seed) if cap else sentences
         pred, losses = predict_words(run[0], sentences, *run[1:])
         scores[lang] = entity_scores([s.tags for s in sentences], pred)
         if args.errors:

@@ -20,6 +20,15 @@ LABELS = build_label_set()
 K = len(LABELS)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class ChunkTokenizer:
     """Stand-in tokenizer: pieces of 3 characters; the piece id encodes the word's tag in tests."""
 
