@@ -84,9 +84,13 @@ def step(model, is_ref: bool, ids, mask, labels, train: bool, precision: str) ->
         model.zero_grad(set_to_none=True)
 
 
-def time_pair(ours, ref, batch, train: bool, precision: str, reps: int) -> tuple[float, float]:
+def time_pair(ours, ref, batch, train: bool, precision: str, reps: int) -> dict[str, float]:
+    """Median tokens/s of each model by wall clock and by process CPU time. On a shared machine
+    CPU time is the steadier measure (other jobs steal wall time, not our CPU seconds); it equals
+    the work done when torch runs one thread (--threads 1)."""
     ids, mask, labels = batch
-    times = {"ours": [], "ref": []}
+    wall = {"ours": [], "ref": []}
+    cpu = {"ours": [], "ref": []}
     for m in (ours, ref):
         m.train(train)
     grad = torch.enable_grad() if train else torch.inference_mode()
@@ -96,11 +100,13 @@ def time_pair(ours, ref, batch, train: bool, precision: str, reps: int) -> tuple
         for r in range(reps):
             order = [("ours", False, ours), ("ref", True, ref)]
             for name, is_ref, m in (order if r % 2 == 0 else order[::-1]):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 step(m, is_ref, ids, mask, labels, train, precision)
-                times[name].append(time.perf_counter() - t0)
-    n_tokens = int(mask.sum())
-    return n_tokens / statistics.median(times["ours"]), n_tokens / statistics.median(times["ref"])
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    n = int(mask.sum())
+    return {f"{k}_{clock}": n / statistics.median(d[k]) for clock, d in (("wall", wall), ("cpu", cpu))
+            for k in ("ours", "ref")}
 
 
 def bench_speed(size: dict, shapes, precisions, reps: int) -> list[dict]:
@@ -111,15 +117,21 @@ def bench_speed(size: dict, shapes, precisions, reps: int) -> list[dict]:
         diff = (ours(ids, mask) - ref(input_ids=ids, attention_mask=mask.long()).logits)[mask].abs().max()
     print(f"max |ours - ref| logits fp32: {diff:.2e}")
     rows = []
-    print(f"{'mode':9} {'prec':5} {'BxT':7} {'ours tok/s':>11} {'ref tok/s':>11} {'ratio':>6}")
+    print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref")
+    print(f"{'mode':8} {'prec':5} {'BxT':7} {'ours cpu':>9} {'ref cpu':>9} {'ratio':>6}   "
+          f"{'ours wall':>9} {'ref wall':>9} {'ratio':>6}")
     for precision in precisions:
         for B, T in shapes:
             batch = make_batch(B, T, size["vocab_size"], seed=B * T)
             for train in (False, True):
-                o, r = time_pair(ours, ref, batch, train, precision, reps)
+                t = time_pair(ours, ref, batch, train, precision, reps)
                 mode = "fwd+bwd" if train else "fwd"
-                rows.append(dict(mode=mode, precision=precision, shape=f"{B}x{T}", ours=o, ref=r, ratio=o / r))
-                print(f"{mode:9} {precision:5} {B}x{T:<4} {o:11.0f} {r:11.0f} {o / r:6.2f}", flush=True)
+                t |= dict(mode=mode, precision=precision, shape=f"{B}x{T}",
+                          ratio_cpu=t["ours_cpu"] / t["ref_cpu"], ratio_wall=t["ours_wall"] / t["ref_wall"])
+                rows.append(t)
+                print(f"{mode:8} {precision:5} {B}x{T:<4} {t['ours_cpu']:9.0f} {t['ref_cpu']:9.0f} "
+                      f"{t['ratio_cpu']:6.2f}   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ratio_wall']:6.2f}",
+                      flush=True)
     return rows
 
 
@@ -132,18 +144,26 @@ if which == "ref":
     from transformers import XLMRobertaForTokenClassification
 else:
     from models import load_pretrained
-def hwm_mb():  # VmHWM: this process's RSS high-water mark (ru_maxrss would survive exec from the parent)
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+
+def status_mb(key):  # VmHWM is this process's RSS high-water mark (ru_maxrss would survive exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
     return int(line.split()[1]) / 1024
-before = hwm_mb()
+
+before = status_mb("VmHWM")
 t0 = time.perf_counter()
 if which == "ref":
     m = XLMRobertaForTokenClassification.from_pretrained(folder, dtype=dtype)
 else:
     m, _ = load_pretrained(folder, task="token-classification", dtype=dtype, with_tokenizer=False)
 seconds = time.perf_counter() - t0
-after = hwm_mb()
-print(json.dumps(dict(seconds=seconds, before_mb=before, peak_mb=after,
+peak_load = status_mb("VmHWM")
+# transformers maps the file lazily: weights are read from disk when first used. Touch every
+# parameter (a reduction in place, no copy) so both loaders have really read all weights.
+t0 = time.perf_counter()
+total = sum(float(p.sum(dtype=torch.float32)) for p in m.parameters())
+touch = time.perf_counter() - t0
+print(json.dumps(dict(seconds=seconds, touch_seconds=touch, before_mb=before, peak_load_mb=peak_load,
+                      peak_mb=status_mb("VmHWM"), anon_mb=status_mb("RssAnon"), file_mb=status_mb("RssFile"),
                       params=sum(p.numel() for p in m.parameters()))))
 """
 
@@ -156,8 +176,11 @@ def bench_load(size: dict, reps: int) -> list[dict]:
         torch.manual_seed(0)
         XLMRobertaForTokenClassification(XLMRobertaConfig(**size, num_labels=NUM_LABELS)).save_pretrained(d)
         size_mb = (Path(d) / "model.safetensors").stat().st_size / 2**20
-        print(f"\nload a {size_mb:.0f} MB model.safetensors (fresh subprocess each; RSS high-water, MB)")
-        print(f"{'dtype':9} {'loader':6} {'seconds':>8} {'rss before':>11} {'rss peak':>9} {'peak-before':>12}")
+        print(f"\nload a {size_mb:.0f} MB model.safetensors written by transformers (fresh subprocess each)")
+        print("seconds: load, then touch = read every parameter once (transformers maps the file lazily);")
+        print("MB: RSS high-water after imports (before), after load, after touch; resident anon/file at the end")
+        print(f"{'dtype':9} {'loader':6} {'load s':>7} {'touch s':>8} {'before':>7} {'@load':>6} {'@touch':>7} "
+              f"{'peak-before':>12} {'anon':>6} {'file':>6}")
         for dtype in ("float32", "bfloat16"):
             for r in range(reps):
                 for which in (("ours", "ref") if r % 2 == 0 else ("ref", "ours")):
@@ -165,8 +188,10 @@ def bench_load(size: dict, reps: int) -> list[dict]:
                                          capture_output=True, text=True, check=True)
                     res = json.loads(out.stdout.strip().splitlines()[-1]) | dict(loader=which, dtype=dtype)
                     rows.append(res)
-                    print(f"{dtype:9} {which:6} {res['seconds']:8.2f} {res['before_mb']:11.0f} "
-                          f"{res['peak_mb']:9.0f} {res['peak_mb'] - res['before_mb']:12.0f}", flush=True)
+                    print(f"{dtype:9} {which:6} {res['seconds']:7.2f} {res['touch_seconds']:8.2f} "
+                          f"{res['before_mb']:7.0f} {res['peak_load_mb']:6.0f} {res['peak_mb']:7.0f} "
+                          f"{res['peak_mb'] - res['before_mb']:12.0f} {res['anon_mb']:6.0f} {res['file_mb']:6.0f}",
+                          flush=True)
     return rows
 
 

@@ -178,3 +178,25 @@ def test_wrong_shape_and_missing_keys_are_reported(tmp_path, tokenizer_dir):
     with pytest.raises(KeyError, match=r"missing keys: \[.*layer\.1\.intermediate\.dense\.weight.*unexpected keys: "
                                        r"\['roberta\.extra\.weight'\]"):
         load_pretrained(tmp_path)
+
+
+def test_real_checkpoint_shape_keys_are_used_or_ignored(tmp_path, tokenizer_dir):
+    """xlm-roberta-base on the hub is an MLM checkpoint (roberta.* + lm_head.*), older files also
+    carry the position_ids buffer and a pooler; lm_head's bias may sit under lm_head.decoder.bias."""
+    from models.safetensors_io import load_file, save_file
+    ref = write_hf_checkpoint("masked-lm", tmp_path, tokenizer_dir)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors["roberta.embeddings.position_ids"] = torch.arange(24)[None]
+    tensors["roberta.pooler.dense.weight"] = torch.zeros(32, 32)
+    tensors["roberta.pooler.dense.bias"] = torch.zeros(32)
+    bias = tensors.pop("lm_head.bias", None)
+    tensors["lm_head.decoder.bias"] = bias if bias is not None else tensors["lm_head.decoder.bias"]
+    save_file(tensors, tmp_path / "model.safetensors")
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        expected = hf_out(ref, ids, mask)
+        mlm, _ = load_pretrained(tmp_path, task="masked-lm")
+        assert torch.allclose(mlm(ids, mask)[mask], expected[mask], atol=1e-5)
+        tagger, _ = load_pretrained(tmp_path, task="token-classification", num_labels=3)  # lm_head ignored
+        enc, _ = load_pretrained(tmp_path, task="encoder")
+        assert torch.equal(tagger.encoder(ids, mask), enc(ids, mask))
