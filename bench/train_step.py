@@ -19,11 +19,14 @@ number of distinct pieces seen; ``--active-rows N`` marks N extra rows as touche
 (a German PAN-X epoch touches on the order of 10^4 of the 250,002 rows).
 Timing: after warm-up, reps alternate ours/ref (order flipped each rep); median tokens/s (real
 tokens) by wall clock and by process CPU time (steadier on a shared machine); ratio = ours/ref.
+Both models with their AdamW states take ~8.5 GB, plus ~4 GB of activations at 32x128:
+``--sequential`` times the reference alone, frees it, then ours (fresh random weights) alone.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import statistics
 import sys
 import time
@@ -167,6 +170,66 @@ def time_pair(ours: Ours, ref: Reference, batch: dict, precision: str, reps: int
             for k in ("ours", "ref")}
 
 
+def time_alone(runner, batch: dict, precision: str, reps: int, warmup: int) -> dict:
+    wall, cpu = [], []
+    for _ in range(warmup):
+        runner.step(batch, precision)
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        runner.step(batch, precision)
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    n = int(batch["attention_mask"].sum())
+    return {"wall": n / statistics.median(wall), "cpu": n / statistics.median(cpu)}
+
+
+def run_sequential(runners: dict, size: dict, cases, args, train_cfg) -> list[tuple]:
+    """Half the memory: time the reference alone, free it, then ours alone (no interleaving).
+
+    ``runners`` is emptied so the models can be freed.
+    """
+    runners.pop("ours")
+    ref = runners.pop("ref")
+    gc.collect()
+    results = {}
+    for precision, (B, T) in cases:
+        results[(precision, B, T)] = time_alone(ref, make_batch(B, T, size["vocab_size"], seed=B * T), precision,
+                                                args.reps, args.warmup)
+    del ref
+    gc.collect()
+    ours = Ours(build_our_model(size), train_cfg)
+    mark_active(ours, args.active_rows)
+    rows = []
+    for precision, (B, T) in cases:
+        mine = time_alone(ours, make_batch(B, T, size["vocab_size"], seed=B * T), precision, args.reps, args.warmup)
+        theirs = results[(precision, B, T)]
+        rows.append((precision, B, T, {"ours_cpu": mine["cpu"], "ref_cpu": theirs["cpu"], "ours_wall": mine["wall"],
+                                       "ref_wall": theirs["wall"]}, active_rows(ours)))
+    return rows
+
+
+def build_our_model(size: dict):
+    from models.heads import XLMRForTokenClassification
+
+    config = XLMRConfig.from_hf_dict(dict(size, initializer_range=0.02))
+    torch.manual_seed(0)
+    model = XLMRForTokenClassification(config, NUM_LABELS)
+    model.init_weights()
+    return model
+
+
+def active_rows(ours: Ours) -> int:
+    weight = ours.model.encoder.embeddings.word_embeddings.weight
+    active = ours.optimizer.state[weight].get("active") if weight in ours.optimizer.state else None
+    return int(active.sum()) if active is not None else weight.shape[0]
+
+
+def print_row(precision, B, T, t, n_active) -> None:
+    print(f"{precision:5} {B}x{T:<4} {t['ours_cpu']:9.0f} {t['ref_cpu']:9.0f} {t['ours_cpu'] / t['ref_cpu']:6.2f}"
+          f"   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ours_wall'] / t['ref_wall']:6.2f}   {n_active:,}",
+          flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", action="store_true", help="H128, 2 layers (vocabulary stays 250,002)")
@@ -176,6 +239,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--active-rows", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--sequential", action="store_true",
+                        help="half the memory: reference first, then ours (not interleaved; needs ~8 GB at 32x128)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -186,8 +251,7 @@ def main() -> None:
         print("note: this CPU has no native bf16 (AMX / AVX512-BF16); bf16 numbers will be slow for both")
     train_cfg = load_config(None, ["train.lr=5e-5", "train.weight_decay=0.01"]).train
 
-    ours_model, ref_model = make_models(size)
-    ours, ref = Ours(ours_model, train_cfg), Reference(ref_model, train_cfg)
+    ours, ref = (runner(model, train_cfg) for runner, model in zip((Ours, Reference), make_models(size)))
     print(f"size: H{size['hidden_size']} L{size['num_hidden_layers']} V{size['vocab_size']}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     check_same_update(ours, ref, make_batch(8, 32, size["vocab_size"], seed=123))
@@ -195,15 +259,16 @@ def main() -> None:
     print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref")
     print(f"{'prec':5} {'BxT':7} {'ours cpu':>9} {'ref cpu':>9} {'ratio':>6}   {'ours wall':>9} {'ref wall':>9} "
           f"{'ratio':>6}   active rows")
-    for precision in precisions:
-        for B, T in shapes:
-            batch = make_batch(B, T, size["vocab_size"], seed=B * T)
-            t = time_pair(ours, ref, batch, precision, args.reps, args.warmup)
-            active = ours.optimizer.state[ours_model.encoder.embeddings.word_embeddings.weight].get("active")
-            n_active = int(active.sum()) if active is not None else size["vocab_size"]
-            print(f"{precision:5} {B}x{T:<4} {t['ours_cpu']:9.0f} {t['ref_cpu']:9.0f} {t['ours_cpu'] / t['ref_cpu']:6.2f}"
-                  f"   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ours_wall'] / t['ref_wall']:6.2f}   {n_active:,}",
-                  flush=True)
+    cases = [(precision, shape) for precision in precisions for shape in shapes]
+    if args.sequential:
+        runners = {"ours": ours, "ref": ref}
+        del ours, ref
+        for row in run_sequential(runners, size, cases, args, train_cfg):
+            print_row(*row)
+        return
+    for precision, (B, T) in cases:
+        t = time_pair(ours, ref, make_batch(B, T, size["vocab_size"], seed=B * T), precision, args.reps, args.warmup)
+        print_row(precision, B, T, t, active_rows(ours))
 
 
 if __name__ == "__main__":

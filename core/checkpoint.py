@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -100,3 +101,17 @@ def restore_train_state(state: dict, *, model: nn.Module, optimizer=None, schedu
         scaler.load_state_dict(state["scaler"])
     if restore_rng:
         set_rng_state(state["rng"])
+
+
+def save_last(path, model, optimizer, scheduler, scaler, step, epoch, batch_in_epoch, best, cfg, dist_info):
+    """last.pt from rank 0, with every rank's RNG state so each resumes its own dropout stream."""
+    rngs = [rng_state()]
+    if dist_info.world > 1:
+        rngs = [None] * dist_info.world
+        dist.all_gather_object(rngs, rng_state())
+    if dist_info.is_main:
+        save_train_state(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step,
+                         epoch=epoch, batch_in_epoch=batch_in_epoch, best_metric=best, config=cfg,
+                         extra={"rng_per_rank": rngs})
+    if dist_info.world > 1:
+        dist.barrier()

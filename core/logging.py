@@ -11,6 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from core.distributed import all_reduce
+
 
 def format_seconds(seconds: float) -> str:
     seconds = int(max(seconds, 0))
@@ -44,3 +48,18 @@ class RunLogger:
         eta = (total - step) / steps_per_s if steps_per_s > 0 else float("nan")
         self.print(f"step {step}/{total} | loss {loss:.4f} | lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | "
                    f"ETA {format_seconds(eta) if eta == eta else '?'}")
+
+
+def log_window(window, step, total, epoch, scheduler, grad_norm, logger) -> None:
+    """The only host sync of the loop: average loss and throughput since the last log line."""
+    stats = torch.stack([window["loss"].float().cpu(), torch.tensor(float(window["labelled"])),
+                         torch.tensor(float(window["tokens"]))])
+    stats = all_reduce(stats.to(window["loss"].device)).cpu()
+    elapsed = max(time.perf_counter() - window["start"], 1e-9)
+    loss = (stats[0] / stats[1].clamp_min(1)).item()
+    lr = scheduler.get_last_lr()[0]
+    tokens_per_s = stats[2].item() / elapsed
+    logger.progress(step, total, loss, lr, tokens_per_s, window["steps"] / elapsed)
+    logger.log({"step": step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
+                "tokens_per_s": tokens_per_s})
+    window.update(loss=torch.zeros_like(window["loss"]), labelled=0, tokens=0, steps=0, start=time.perf_counter())

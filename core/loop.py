@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from core.checkpoint import (atomic_save, load_train_state, restore_train_state, rng_state, save_train_state,
-                             set_rng_state, unwrap)
+from core.checkpoint import (atomic_save, load_train_state, restore_train_state, save_last, set_rng_state,
+                             unwrap)
 from core.distributed import all_reduce, barrier, init_distributed, local_device
 from core.lazy_adamw import materialize
-from core.logging import RunLogger
+from core.logging import RunLogger, log_window
 from core.optim import build_optimizer, build_scheduler, clip_grad_norm
 from core.precision import autocast_context, build_grad_scaler, resolve_device, resolve_precision
 from core.profiler import build_profiler
@@ -44,26 +44,12 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
     device = local_device(device, dist_info)
     precision = resolve_precision(t.precision, device)
     rank, world = dist_info.rank, dist_info.world
-    seed_everything(t.seed)  # the same initial weights on every rank
-
-    model = task.build_model().to(device)
-    optimizer = build_optimizer(model, t, sparse_embeddings=world == 1)
-    micro_per_epoch = count_micro_batches(task, rank, world, device) if (world > 1 or not t.max_steps) else None
-    steps_per_epoch = math.ceil(micro_per_epoch / t.accum_steps) if micro_per_epoch else None
-    total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
-    scheduler = build_scheduler(optimizer, t, total_steps)
-    scaler = build_grad_scaler(device, precision)
-    seed_everything(t.seed + rank)  # dropout differs per rank, as with independent workers
-
+    model, optimizer, scheduler, scaler, total_steps, micro_per_epoch = build_training(task, t, device, precision,
+                                                                                       rank, world)
     step, epoch, batch_in_epoch, best = 0, 0, 0, None
     last_pt = run_dir / "last.pt"
     if t.resume and last_pt.is_file():
-        state = load_train_state(last_pt, map_location=device)
-        restore_train_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                            restore_rng=False)
-        rngs = state["extra"].get("rng_per_rank")
-        set_rng_state(rngs[rank] if rngs and rank < len(rngs) else state["rng"])
-        step, epoch, batch_in_epoch, best = state["step"], state["epoch"], state["batch_in_epoch"], state["best_metric"]
+        step, epoch, batch_in_epoch, best = resume(last_pt, model, optimizer, scheduler, scaler, device, rank)
 
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
@@ -122,6 +108,30 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
                     checkpoint(evaluate=True)
     materialize(optimizer)
     return {"model": unwrap(model), "best_metric": best, "metrics": last_metrics, "step": step}
+
+
+def build_training(task, t, device, precision: str, rank: int, world: int):
+    """Model, optimizer, schedule and scaler; total steps from max_steps or epochs x batches per epoch."""
+    seed_everything(t.seed)  # the same initial weights on every rank
+    model = task.build_model().to(device)
+    optimizer = build_optimizer(model, t, sparse_embeddings=world == 1)
+    micro_per_epoch = count_micro_batches(task, rank, world, device) if (world > 1 or not t.max_steps) else None
+    steps_per_epoch = math.ceil(micro_per_epoch / t.accum_steps) if micro_per_epoch else None
+    total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
+    scheduler = build_scheduler(optimizer, t, total_steps)
+    scaler = build_grad_scaler(device, precision)
+    seed_everything(t.seed + rank)  # dropout differs per rank, as with independent workers
+    return model, optimizer, scheduler, scaler, total_steps, micro_per_epoch
+
+
+def resume(last_pt: Path, model, optimizer, scheduler, scaler, device, rank: int):
+    """Load last.pt into the live objects and this rank's RNG; returns (step, epoch, batch_in_epoch, best)."""
+    state = load_train_state(last_pt, map_location=device)
+    restore_train_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                        restore_rng=False)
+    rngs = state["extra"].get("rng_per_rank")
+    set_rng_state(rngs[rank] if rngs and rank < len(rngs) else state["rng"])
+    return state["step"], state["epoch"], state["batch_in_epoch"], state["best_metric"]
 
 
 def train_step(model, task, micro: list[dict], labelled: int, optimizer, scheduler, scaler, autocast, device,
@@ -187,34 +197,6 @@ def evaluate_and_keep_best(task, model, step, epoch, run_dir, logger, best, save
         logger.print(f"eval step {step}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     barrier()
     return metrics
-
-
-def save_last(path, model, optimizer, scheduler, scaler, step, epoch, batch_in_epoch, best, cfg, dist_info):
-    """last.pt from rank 0, with every rank's RNG state so each resumes its own dropout stream."""
-    rngs = [rng_state()]
-    if dist_info.world > 1:
-        rngs = [None] * dist_info.world
-        torch.distributed.all_gather_object(rngs, rng_state())
-    if dist_info.is_main:
-        save_train_state(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step,
-                         epoch=epoch, batch_in_epoch=batch_in_epoch, best_metric=best, config=cfg,
-                         extra={"rng_per_rank": rngs})
-    barrier()
-
-
-def log_window(window, step, total, epoch, scheduler, grad_norm, logger) -> None:
-    """The only host sync of the loop: average loss and throughput since the last log line."""
-    stats = torch.stack([window["loss"].float().cpu(), torch.tensor(float(window["labelled"])),
-                         torch.tensor(float(window["tokens"]))])
-    stats = all_reduce(stats.to(window["loss"].device)).cpu()
-    elapsed = max(time.perf_counter() - window["start"], 1e-9)
-    loss = (stats[0] / stats[1].clamp_min(1)).item()
-    lr = scheduler.get_last_lr()[0]
-    tokens_per_s = stats[2].item() / elapsed
-    logger.progress(step, total, loss, lr, tokens_per_s, window["steps"] / elapsed)
-    logger.log({"step": step, "epoch": epoch, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
-                "tokens_per_s": tokens_per_s})
-    window.update(loss=torch.zeros_like(window["loss"]), labelled=0, tokens=0, steps=0, start=time.perf_counter())
 
 
 def count_micro_batches(task, rank: int, world: int, device) -> int:
