@@ -207,7 +207,7 @@ class NERTask:
         run_dir = Path(run_dir)
         d = cfg.data
         if not d.fewshot_sizes:
-            model = self._trained(fit(cfg, self, run_dir))
+            model = fit(cfg, self, run_dir)["model"]
             if not _is_main_rank():
                 return {}
             scores = self.test(model)
@@ -220,23 +220,13 @@ class NERTask:
             self.set_train_sentences(base + subset)
             sub_cfg = copy.deepcopy(cfg)
             sub_cfg.train.name = f"{cfg.train.name}_k{size}"
-            model = self._trained(fit(sub_cfg, self, run_dir / f"k{size}"))
+            model = fit(sub_cfg, self, run_dir / f"k{size}")["model"]
             if not _is_main_rank():
                 continue
             curve[size] = self.test(model)
             save_trained(run_dir / f"k{size}", model, self.tokenizer, self.labels)
             write_results(run_dir / f"k{size}", sub_cfg, curve[size], self.best_f1)
         return write_curve(run_dir, cfg, curve) if curve else {}
-
-    def _trained(self, fit_result) -> nn.Module:
-        """The model fit returned (or a fresh one to load the best dev weights into)."""
-        if isinstance(fit_result, nn.Module):
-            return fit_result
-        if isinstance(fit_result, dict) and isinstance(fit_result.get("model"), nn.Module):
-            return fit_result["model"]
-        if self.best_state is None:
-            raise RuntimeError("fit returned no model and evaluate never ran; cannot test")
-        return load_model(self.cfg, len(self.labels))[0]
 
 
 def _is_main_rank() -> bool:
