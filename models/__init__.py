@@ -46,11 +46,13 @@ def _num_labels_of(folder: Path) -> int:
 
 def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels: int | None = None,
                     dtype: torch.dtype | None = None, attention: str = "sdpa", with_tokenizer: bool = True,
-                    from_scratch: bool = False):
+                    from_scratch: bool = False, mmap: bool = True):
     """(model, tokenizer) from a checkpoint folder or hub name; the model is in eval mode, on CPU.
 
-    Weights go straight into `dtype` (default fp32): the model is built on the meta device and
-    each parameter is assigned a freshly filled tensor, so no second full copy ever exists.
+    Weights go straight into `dtype` (default fp32): the model is built on the meta device and each
+    parameter is assigned its tensor, so no second full copy ever exists. mmap=True: a tensor already
+    in `dtype` is a copy-on-write view of the memory-mapped file (read on first use, as transformers
+    does); mmap=False (or a dtype change) reads it with pread into fresh memory.
     A head the checkpoint lacks (a classifier on a base model) is initialised fresh.
     from_scratch=True: architecture from config.json, all weights random (no weight file needed).
     """
@@ -66,28 +68,28 @@ def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels:
         model = build_model(config, task, num_labels).to(dtype)
         model.init_weights()
     else:
-        model = _load_weights(folder, config, task, num_labels, dtype)
+        model = _load_weights(folder, config, task, num_labels, dtype, mmap)
     model.eval()
     tokenizer = XLMRTokenizer.from_pretrained(folder) if with_tokenizer else None
     return model, tokenizer
 
 
 def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int | None,
-                  dtype: torch.dtype) -> nn.Module:
+                  dtype: torch.dtype, mmap: bool = True) -> nn.Module:
     weight_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weight_file is None:
         raise FileNotFoundError(f"{folder} has none of {WEIGHT_FILES}")
-    return load_from_source(TensorSource(weight_file), config, task, num_labels, dtype)
+    return load_from_source(TensorSource(weight_file), config, task, num_labels, dtype, zero_copy=mmap)
 
 
 def load_from_source(source, config: XLMRConfig, task: str = "encoder", num_labels: int | None = None,
-                     dtype: torch.dtype = torch.float32) -> nn.Module:
+                     dtype: torch.dtype = torch.float32, zero_copy: bool = True) -> nn.Module:
     """Build on the meta device, then assign each tensor from `source` (models.weights.TensorSource
     or DictSource, e.g. DictSource(hf_model.state_dict())) converted to `dtype`."""
     with torch.device("meta"):
         model = build_model(config, task, num_labels)
     try:
-        state, fresh = read_state_dict(source, model, config, task, dtype)
+        state, fresh = read_state_dict(source, model, config, task, dtype, zero_copy)
     finally:
         source.close()
     model.load_state_dict(state, strict=False, assign=True)

@@ -2,15 +2,15 @@
 
 File layout: 8-byte little-endian header length n, then n bytes of JSON
 {name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}},
-then the raw buffer; offsets are relative to the buffer start. The reader memory-maps the file
-and hands out torch.frombuffer views, so a tensor is read from disk only when it is copied;
-every offset is bounds-checked against the file before anything is read.
+then the raw buffer; offsets are relative to the buffer start. Every offset is bounds-checked
+against the file before anything is read. get() hands out views of a private memory map of the
+file (torch.from_file, so no copy; pages are read on first use); read_into() preads a tensor
+straight into memory the caller owns (converting dtype through a bounded bounce buffer).
 """
 from __future__ import annotations
 
 import json
 import math
-import mmap
 import os
 import struct
 from pathlib import Path
@@ -56,9 +56,7 @@ class SafetensorsReader:
         self.metadata = header.pop("__metadata__", {}) or {}
         self.data_start = 8 + header_len
         self.entries = {name: self._check_entry(name, e) for name, e in header.items()}
-        # ACCESS_COPY: a private mapping torch.frombuffer accepts as writable; the file is never written.
-        self._mmap = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY) \
-            if self.file_size > self.data_start else None
+        self._mapped: torch.Tensor | None = None  # the whole file as uint8, mapped on first get()
 
     def _check_entry(self, name: str, e: dict) -> tuple[torch.dtype, tuple[int, ...], int, int]:
         try:
@@ -86,12 +84,18 @@ class SafetensorsReader:
         return self.entries[name][1]
 
     def get(self, name: str) -> torch.Tensor:
+        """A tensor backed by the file's pages: a private (copy-on-write) memory map owned by torch,
+        read from disk on first use; writes copy the page and never reach the file. A tensor whose
+        offset is not a multiple of its element size is read into fresh memory instead."""
         dtype, shape, begin, end = self.entries[name]
-        if end == begin:
-            return torch.empty(shape, dtype=dtype)
-        flat = torch.frombuffer(self._mmap, dtype=dtype, count=(end - begin) // dtype.itemsize,
-                                offset=self.data_start + begin)  # a view into the mapping
-        return flat.view(shape)
+        offset = self.data_start + begin
+        if end == begin or offset % dtype.itemsize:
+            out = torch.empty(shape, dtype=dtype)
+            self.read_into(name, out)
+            return out
+        if self._mapped is None:  # torch owns the mapping: it lives exactly as long as the tensors
+            self._mapped = torch.from_file(str(self.path), shared=False, size=self.file_size, dtype=torch.uint8)
+        return self._mapped[offset:self.data_start + end].view(dtype).view(shape)
 
     def read_into(self, name: str, out: torch.Tensor, chunk_bytes: int = 64 << 20) -> None:
         """Fill `out` (contiguous, same number of elements) with a tensor, read with pread straight
@@ -122,11 +126,7 @@ class SafetensorsReader:
             done += n
 
     def close(self) -> None:
-        if self._mmap is not None:
-            try:
-                self._mmap.close()
-            except BufferError:  # a view is still alive; the mapping goes when it does
-                pass
+        self._mapped = None  # tensors handed out keep the mapping alive
         self._file.close()
 
     def __enter__(self):

@@ -5,8 +5,9 @@ checked; the error lists missing and unexpected keys. HF keys are read with or w
 "roberta." prefix. HF's separate query/key/value matrices become our fused qkv (rows stacked
 q, k, v) at load and are split again at export.
 
-Loading reads each tensor straight into a fresh tensor of the asked dtype (pread into its memory,
-or a bounded bounce buffer when the dtype changes), so the peak is one model plus at most 64 MB.
+Loading hands out a tensor in the file's dtype as a view of the memory-mapped file (zero copy,
+copy-on-write); any other tensor (a dtype change, the fused qkv) is read with pread straight into a
+fresh tensor of the asked dtype (through a bounce buffer of at most 64 MB when the dtype changes).
 """
 from __future__ import annotations
 
@@ -87,6 +88,13 @@ class TensorSource:
     def get(self, key: str) -> torch.Tensor:
         return self._st.get(key) if self._st else self._tensors[key]
 
+    def mapped_dtype(self, key: str) -> torch.dtype | None:
+        """The dtype of a tensor that can be handed out as a view of the memory-mapped file."""
+        t = self.get(key) if self._st is None else None
+        if t is not None and not t.is_contiguous():
+            return None
+        return self._st.entries[key][0] if self._st else t.dtype
+
     def read_into(self, key: str, out: torch.Tensor) -> None:
         """Fill out (our dtype) from the checkpoint tensor: pread for safetensors, copy for .bin."""
         if self._st:
@@ -132,7 +140,7 @@ def _normalise(key: str) -> str:
 
 
 def read_state_dict(source: TensorSource, model: torch.nn.Module, config: XLMRConfig, task: str,
-                    dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], list[str]]:
+                    dtype: torch.dtype, zero_copy: bool = True) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Map a checkpoint onto `model`'s keys. Returns (state_dict in `dtype`, keys left for fresh init).
 
     A head that is entirely absent from the checkpoint (e.g. a classifier on top of a base model) is
@@ -172,6 +180,12 @@ def read_state_dict(source: TensorSource, model: torch.nn.Module, config: XLMRCo
         got = (sum(s[0] for s in shapes),) + shapes[0][1:] if len(parts) > 1 else shapes[0]
         if any(s[1:] != shapes[0][1:] for s in shapes) or got != expected[ours]:
             bad_shapes.append(f"{' + '.join(parts)}: checkpoint {list(got)} vs model {list(expected[ours])}")
+            continue
+        if zero_copy and len(parts) == 1 and isinstance(source, TensorSource) \
+                and source.mapped_dtype(parts[0]) == dtype:
+            # The file's own pages (a private mapping: a write copies just that page, the file never
+            # changes); read from disk on first use, like transformers' loader. No copy at all.
+            state[ours] = source.get(parts[0])
             continue
         out = torch.empty(expected[ours], dtype=dtype)
         row = 0

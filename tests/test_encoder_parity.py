@@ -200,3 +200,19 @@ def test_real_checkpoint_shape_keys_are_used_or_ignored(tmp_path, tokenizer_dir)
         tagger, _ = load_pretrained(tmp_path, task="token-classification", num_labels=3)  # lm_head ignored
         enc, _ = load_pretrained(tmp_path, task="encoder")
         assert torch.equal(tagger.encoder(ids, mask), enc(ids, mask))
+
+
+def test_mmap_views_are_copy_on_write_and_match_pread(tmp_path, tokenizer_dir):
+    import gc
+    write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
+    before = (tmp_path / "model.safetensors").read_bytes()
+    mapped, _ = load_pretrained(tmp_path)  # fp32 file, fp32 model: views of the mapping
+    copied, _ = load_pretrained(tmp_path, mmap=False)
+    gc.collect()  # the reader is closed; the mapping lives as long as the tensors
+    for (name, a), (_, b) in zip(mapped.state_dict().items(), copied.state_dict().items()):
+        assert torch.equal(a, b), name
+    with torch.no_grad():
+        mapped.embeddings.word_embeddings.weight.add_(1.0)  # a write copies the page, not the file
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    again, _ = load_pretrained(tmp_path)
+    assert torch.equal(again.embeddings.word_embeddings.weight, copied.embeddings.word_embeddings.weight)
