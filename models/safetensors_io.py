@@ -85,11 +85,12 @@ class SafetensorsReader:
 
     def get(self, name: str) -> torch.Tensor:
         """A tensor backed by the file's pages: a private (copy-on-write) memory map owned by torch,
-        read from disk on first use; writes copy the page and never reach the file. A tensor whose
-        offset is not a multiple of its element size is read into fresh memory instead."""
+        read from disk on first use; writes copy the page and never reach the file."""
         dtype, shape, begin, end = self.entries[name]
         offset = self.data_start + begin
-        if end == begin or offset % dtype.itemsize:
+        # Views need aligned offsets, and torch.save of a view needs the mapping's byte size to be a
+        # multiple of the element size; otherwise read into fresh memory.
+        if end == begin or offset % dtype.itemsize or self.file_size % dtype.itemsize:
             out = torch.empty(shape, dtype=dtype)
             self.read_into(name, out)
             return out

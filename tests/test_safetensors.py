@@ -107,3 +107,18 @@ def test_bad_json_and_unknown_dtype_are_rejected(tmp_path):
     p = write_raw(tmp_path / "b.safetensors", {"w": {"dtype": "F8", "shape": [1], "data_offsets": [0, 1]}}, b"\0")
     with pytest.raises(SafetensorsError, match=r"tensor 'w': unknown dtype or missing field 'F8'"):
         SafetensorsReader(p)
+
+
+def test_mapped_views_survive_close_and_save(tmp_path):
+    import io
+    w = torch.randn(4, 6)
+    save_file({"w": w, "b": torch.arange(3, dtype=torch.int64)}, tmp_path / "a.safetensors")
+    r = SafetensorsReader(tmp_path / "a.safetensors")
+    view = r.get("w")
+    r.close()  # the mapping belongs to the tensor now
+    view.add_(1.0)  # copy-on-write: the file keeps its bytes
+    assert torch.equal(load_file(tmp_path / "a.safetensors")["w"], w)
+    buf = io.BytesIO()
+    torch.save({"w": view}, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=True)["w"], w + 1)
