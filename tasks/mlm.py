@@ -9,8 +9,9 @@ The budget (``mlm.time_budget_minutes``) counts from build_task, tokenizer train
 run() hands what is left of it (minus ``mlm.budget_reserve_seconds`` for the final export) to
 the loop as ``train.time_budget_minutes``, which stops cleanly (evaluation + checkpoint). When
 ``train.max_steps`` is 0, run() first times a few real optimizer steps and sets max_steps so the
-learning-rate schedule reaches its end at the budget; if the machine then runs slower than
-timed, the loop's budget stops it a little before the schedule's end.
+learning-rate schedule reaches its end at the budget. On a CPU that other jobs share the speed
+drifts, so (``mlm.pace_batches``) each batch is sized to keep steps at the planned duration and
+the thread count follows what is fastest now (tasks/pacing.py).
 """
 from __future__ import annotations
 
