@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -82,11 +83,26 @@ def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int |
     return load_from_source(TensorSource(weight_file), config, task, num_labels, dtype, zero_copy=mmap)
 
 
+@contextmanager
+def _skip_layer_init():
+    """While building on the meta device, skip each layer's own reset_parameters: its random init
+    of meta tensors is thrown away anyway and drags in torch._dynamo (seconds of import)."""
+    classes = (nn.Linear, nn.Embedding, nn.LayerNorm)
+    saved = [c.reset_parameters for c in classes]
+    for c in classes:
+        c.reset_parameters = lambda self: None
+    try:
+        yield
+    finally:
+        for c, f in zip(classes, saved):
+            c.reset_parameters = f
+
+
 def load_from_source(source, config: XLMRConfig, task: str = "encoder", num_labels: int | None = None,
                      dtype: torch.dtype = torch.float32, zero_copy: bool = True) -> nn.Module:
     """Build on the meta device, then assign each tensor from `source` (models.weights.TensorSource
     or DictSource, e.g. DictSource(hf_model.state_dict())) converted to `dtype`."""
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_layer_init():
         model = build_model(config, task, num_labels)
     try:
         state, fresh = read_state_dict(source, model, config, task, dtype, zero_copy)
