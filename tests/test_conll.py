@@ -88,3 +88,25 @@ def test_missing_files_error_names_them(tmp_path):
     cfg = dataclasses.replace(load_config().data, root=str(tmp_path))
     with pytest.raises(MissingDataError, match=r"panx/nl/test\.conllu"):
         load_split(cfg, "nl", "test")
+
+
+def test_missing_file_is_downloaded_into_the_cache(tmp_path, monkeypatch):
+    import data.download
+
+    monkeypatch.setenv("XLT_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_download(url, dest, expected_size=None):
+        calls.append(url)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text("0\tOslo\tB-LOC\n\n0\tja\tO\n", encoding="utf-8")
+        return dest
+
+    monkeypatch.setattr(data.download, "download", fake_download)
+    cfg = dataclasses.replace(load_config().data, root=str(tmp_path / "empty"),
+                              url_template="https://example.org/{lang}/{split}.conllu")
+    sents = load_split(cfg, "nl", "dev")
+    assert calls == ["https://example.org/nl/val.conllu"] and sents[0].words == ["Oslo"]
+    assert split_path(cfg, "nl", "dev") == tmp_path / "cache/data/panx/nl/val.conllu"
+    load_split(cfg, "nl", "dev")
+    assert len(calls) == 1  # found in the cache the second time
