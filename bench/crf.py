@@ -3,13 +3,13 @@
     python bench/crf.py [--repeats 30] [--threads 1]
 
 Both run in one process on the same random batch (lengths drawn uniformly in [W/2, W], one
-sentence of full length). Prints the median time of each, the ratio (theirs / ours, > 1 means
+sentence of full length), interleaved. Prints the best-of-N time of each (robust to the load of a
+shared machine), the ratio (theirs / ours, > 1 means
 we are faster) and whether both give the same loss and the same paths.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -20,14 +20,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models.crf import CRF  # noqa: E402
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def paired_ms(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Best-of-``repeats`` times (ms), the two functions interleaved so background load hits both alike."""
+    ours(), theirs()  # warm-up
+    t_ours, t_theirs = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for fn, times in ((ours, t_ours), (theirs, t_theirs)):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return min(t_ours), min(t_theirs)
 
 
 def bench_size(B: int, W: int, K: int, repeats: int) -> None:
@@ -56,10 +58,9 @@ def bench_size(B: int, W: int, K: int, repeats: int) -> None:
         ref_paths = ref.decode(emissions, mask)
     same_paths = all(paths[b, :lengths[b]].tolist() == ref_paths[b] for b in range(B))
 
-    t_loss, r_loss = median_ms(loss_ours, repeats), median_ms(loss_ref, repeats)
+    t_loss, r_loss = paired_ms(loss_ours, loss_ref, repeats)
     with torch.no_grad():
-        t_dec = median_ms(lambda: ours.decode(emissions, mask), repeats)
-        r_dec = median_ms(lambda: ref.decode(emissions, mask), repeats)
+        t_dec, r_dec = paired_ms(lambda: ours.decode(emissions, mask), lambda: ref.decode(emissions, mask), repeats)
     print(f"B={B} W={W} K={K}")
     print(f"  loss fwd+bwd  ours {t_loss:7.2f} ms  pytorch-crf {r_loss:7.2f} ms  ratio {r_loss / t_loss:5.1f}x"
           f"  same loss: {same_loss}")

@@ -213,21 +213,26 @@ def _viterbi(emissions, mask, start, trans, end) -> torch.Tensor:
     em = emissions.transpose(0, 1).contiguous()  # (W, B, K)
     W, B, K = em.shape
     last = mask.long().sum(1) - 1  # (B,)
-    scores = em.new_empty(W, B, K)
-    pointers = torch.empty(max(W - 1, 0), B, K, dtype=torch.long, device=em.device)
-    torch.add(start, em[0], out=scores[0])
-    score, emit, pointer = scores.unbind(0), em.unbind(0), pointers.unbind(0)  # views, made once
-    for t in range(1, W):
-        torch.max(score[t - 1].unsqueeze(2) + trans, dim=1, out=(score[t], pointer[t - 1]))  # (B, K)
-        score[t].add_(emit[t])
+    score = (start + em[0]).unsqueeze(2)  # (B, K, 1)
+    scores, pointers = [score], []
+    for step in (trans + em[1:].unsqueeze(2)).unbind(0):  # W-1 x (B, K, K): trans[i, j] + e_t[j]
+        best, pointer = torch.max(score + step, dim=1, keepdim=True)  # (B, 1, K) each
+        score = best.transpose(1, 2)  # (B, K, 1)
+        scores.append(score)
+        pointers.append(pointer)
+    scores = torch.stack(scores).squeeze(3)  # (W, B, K)
     final = scores.gather(0, last.view(1, B, 1).expand(1, B, K)).squeeze(0) + end  # (B, K)
-    tag = final.argmax(dim=1, keepdim=True)  # (B, 1)
-    path = [tag]
-    if W > 1:
-        identity = torch.arange(K, device=em.device).expand(W - 1, B, K)
-        pointers = torch.where(mask.t()[1:].unsqueeze(2), pointers, identity)  # (W-1, B, K)
-        for pointer in reversed(pointers.unbind(0)):
-            tag = pointer.gather(1, tag)  # (B, 1)
-            path.append(tag)
-    path.reverse()
-    return torch.cat(path, dim=1).masked_fill(~mask, -1)  # (B, W)
+    tag = final.argmax(dim=1, keepdim=True)  # (B, 1) best tag at each sentence's last word
+    if W == 1:
+        return tag.masked_fill(~mask, -1)
+    identity = torch.arange(K, device=em.device).expand(W - 1, B, K)
+    pointers = torch.cat(pointers, dim=1).transpose(0, 1)  # (W-1, B, K)
+    maps = torch.where(mask.t()[1:].unsqueeze(2), pointers, identity)  # (W-1, B, K) tag at t+1 -> tag at t
+    # Back-trace by pointer doubling: after the round with span d, maps[t] sends the tag at
+    # min(t + 2d, W-1) to the tag at t, so log2(W) batched gathers replace W-1 sequential ones.
+    span = 1
+    while span < W - 1:
+        maps = torch.cat([maps[:-span].gather(2, maps[span:]), maps[-span:]])  # (W-1, B, K)
+        span *= 2
+    path = maps.gather(2, tag.view(1, B, 1).expand(W - 1, B, 1)).squeeze(2).t()  # (B, W-1)
+    return torch.cat([path, tag], dim=1).masked_fill(~mask, -1)  # (B, W)
