@@ -168,6 +168,8 @@ class MappingConfig:
     weight_sharing: bool = True  # target model starts from the source model
     feature_augmentation: bool = True  # frozen source-model features concatenated
     length_schedule: bool = True  # stochastic schedule: short sentences first, longer ones more likely later
+    target_lr: float = 0.0  # lr of the stage that starts from the source model (weight sharing); 0 = train.lr
+    translate_mutual_only: bool = True  # translate a word only if it and its CSLS neighbour are mutual; else copy
 
 
 @dataclass

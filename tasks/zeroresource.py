@@ -35,7 +35,7 @@ from data.sources import load_split, resolve_root
 from data.vocab import PAD, UNK, Vocab, count_chars, encode_batch, word_key
 from data.word_vectors import center_and_normalize, load_or_train
 from models.bilstm_crf import build_bilstm_crf
-from models.csls import cosine_topk, csls_topk, precision_at_k
+from models.csls import cosine_topk, csls_neighbourhoods, csls_topk, precision_at_k
 from models.mapping import adversarial_init, procrustes, refine
 from tasks.bilstm_crf import LABELS, f1_on, length_batches, limit
 
@@ -57,8 +57,12 @@ class BilingualSpace:
         self.tables = {"source": self._table(src), "target": self._table(tgt_in_src)}
         self.src, self.tgt, self.k = src, tgt_in_src, k
         self.current, self.chars, self.bli = "source", None, {}
-        _, nearest = csls_topk(src, tgt_in_src, topk=1, k=k)  # (S, 1)
-        self.translation = [tgt_words[j] for j in nearest.squeeze(1).tolist()]
+        hoods = csls_neighbourhoods(src, tgt_in_src, k)
+        _, nearest = csls_topk(src, tgt_in_src, topk=1, k=k, neighbourhoods=hoods)  # (S, 1)
+        _, back = csls_topk(tgt_in_src, src, topk=1, k=k, neighbourhoods=hoods[::-1])  # (T, 1)
+        nearest, back = nearest.squeeze(1), back.squeeze(1)
+        self.translation = [tgt_words[j] for j in nearest.tolist()]
+        self.mutual = (back[nearest] == torch.arange(len(nearest))).tolist()  # (S,) each other's neighbour
 
     def _table(self, vectors):
         table = vectors.new_zeros(self.rows, vectors.shape[1])  # (rows, E); <pad>, <unk> are zero
@@ -118,10 +122,11 @@ def build_space(cfg, log=print) -> BilingualSpace:
     return space
 
 
-def translate_sentences(sentences: list[Sentence], space: BilingualSpace) -> list[Sentence]:
+def translate_sentences(sentences: list[Sentence], space: BilingualSpace, mutual_only: bool = True) -> list[Sentence]:
     """Word-by-word translation, labels carried over. Copied instead: words that are not purely
-    alphabetic, words outside the source vocabulary, and words the target vocabulary also has
-    (mostly names, which should stay names)."""
+    alphabetic, words outside the source vocabulary, words the target vocabulary also has
+    (mostly names, which should stay names) and, if ``mutual_only``, words whose CSLS neighbour
+    does not have them as its own neighbour (the unreliable translations)."""
     index, target = space.vocab("source").stoi, space.vocab("target").stoi
     out = []
     for sent in sentences:
@@ -129,7 +134,7 @@ def translate_sentences(sentences: list[Sentence], space: BilingualSpace) -> lis
         for word in sent.words:
             key = word_key(word, True)
             i = index.get(key, 0) - 2
-            if i < 0 or not word.isalpha() or key in target:
+            if i < 0 or not word.isalpha() or key in target or (mutual_only and not space.mutual[i]):
                 words.append(word)
                 continue
             new = space.translation[i]
@@ -203,10 +208,11 @@ class EncodedBatches:
             yield encode_batch(sents, s.space.vocab(s.space.current), s.space.chars, s.label_index, True)
 
 
-def fit_stage(cfg, stage: TaggingStage, run_dir: Path, epochs: float):
+def fit_stage(cfg, stage: TaggingStage, run_dir: Path, epochs: float, lr: float = 0.0):
     from core.loop import fit
     stage_cfg = copy.deepcopy(cfg)
     stage_cfg.train.epochs = epochs
+    stage_cfg.train.lr = lr or cfg.train.lr
     stage_cfg.train.resume = False
     result = fit(stage_cfg, stage, run_dir)
     return result["model"].eval()
@@ -257,7 +263,9 @@ class ZeroResourceTask:
         print(f"direct transfer {src_lang}->{tgt_lang}: test F1 {results['direct_transfer']:.4f}", flush=True)
 
         # 4. (a) translated source data, (b) pseudo-labelled target data
-        translated = translate_sentences(src_train, space)
+        translated = translate_sentences(src_train, space, m.translate_mutual_only)
+        changed = sum(a != b for s, t in zip(src_train, translated) for a, b in zip(s.words, t.words))
+        print(f"translated {changed} of {sum(len(s.words) for s in src_train)} source words", flush=True)
         with space.using("target", source):
             tags = stage_predict(source, tgt_unlabelled, space)
         pseudo = [Sentence(s.words, t) for s, t in zip(tgt_unlabelled, tags)]
@@ -283,14 +291,15 @@ class ZeroResourceTask:
 
         stage = TaggingStage(cfg, space, translated + pseudo, src_dev, "source", full_model,
                              source_model=source if extra_dim else None, length_schedule=m.length_schedule)
-        model = fit_stage(cfg, stage, run_dir / "full", epochs)
+        model = fit_stage(cfg, stage, run_dir / "full", epochs, lr=m.target_lr if m.weight_sharing else 0.0)
         results["full"] = stage.f1(model, tgt_test, "target")
         print(f"full method: test F1 {results['full']:.4f}", flush=True)
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))
         return results
 
     def source_model(self, cfg, space, train, dev, make_model, run_dir: Path):
-        key = json.dumps([asdict(cfg.bilstm), asdict(cfg.train), cfg.mapping.source_lang, len(train), len(dev),
+        train_cfg = {k: v for k, v in asdict(cfg.train).items() if k not in ("name", "out_dir", "resume")}
+        key = json.dumps([asdict(cfg.bilstm), train_cfg, cfg.mapping.source_lang, len(train), len(dev),
                           cfg.mapping.vector_dim, cfg.mapping.vector_epochs, cfg.mapping.max_vocab,
                           len(space.chars), space.rows], sort_keys=True, default=str)
         path = cache_dir() / "zeroresource" / f"source_{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
