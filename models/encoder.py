@@ -187,8 +187,9 @@ class XLMREncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embeddings(input_ids)  # (B, T, H)
         key_mask = None
-        # A mask only when something is padded: sdpa then takes its fastest kernel.
-        if attention_mask is not None and not bool(attention_mask.all()):
+        # A mask only when something is padded: sdpa then takes its fastest kernel. Looking costs a
+        # host sync off the CPU, so on an accelerator the mask always goes in.
+        if attention_mask is not None and (attention_mask.device.type != "cpu" or not bool(attention_mask.all())):
             key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         for layer in self.layers:
             x = layer(x, key_mask)  # (B, T, H)
