@@ -13,13 +13,7 @@ from tasks.bilstm_crf import LABELS, length_batches
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny LSTMs here are slower with several threads on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 SENTS = [Sentence(["Anna", "lebt", "in", "Berlin", "."], ["B-PER", "O", "O", "B-LOC", "O"]),

@@ -10,7 +10,9 @@ import torch
 import torch.multiprocessing as mp
 
 from core.loop import fit
-from test_loop import ToyTask, _one_thread, final_weights, toy_config  # noqa: F401 (autouse fixture)
+from test_loop import ToyTask, final_weights, toy_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _free_port() -> int:

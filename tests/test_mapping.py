@@ -8,13 +8,7 @@ from data.word_vectors import center_and_normalize, skipgram_pairs
 from models.mapping import adversarial_init, mutual_csls_pairs, procrustes, refine
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small matrices: several threads only contend on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 def rotated_copy(n=400, dim=20, noise=0.02, seed=0):

@@ -19,13 +19,7 @@ from core.optim import build_optimizer, build_scheduler, clip_grad_norm, lr_lamb
 V, H = 48, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread avoids spin-waiting on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 class Net(nn.Module):

@@ -10,13 +10,7 @@ import torch
 DOC = Path(__file__).resolve().parent.parent / "docs" / "WALKTHROUGH.md"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 def python_blocks(text: str) -> list[str]:
