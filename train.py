@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML file (configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # --resume before or after the overrides
 
     try:
         cfg = load_config(args.config, args.overrides)
