@@ -22,11 +22,18 @@ class DownloadError(RuntimeError):
     pass
 
 
-def _progress(name: str, done: int, total: int | None, started: float) -> None:
-    rate = done / max(time.monotonic() - started, 1e-6) / 1e6
+def _progress(name: str, done: int, total: int | None, started: float, last: float, final: bool) -> float:
+    """One progress line (redrawn in place on a terminal; a new line every 10 s in a log file).
+    Returns the time of the last report."""
+    now, tty = time.monotonic(), sys.stderr.isatty()
+    if not final and now - last < (0.5 if tty else 10.0):
+        return last
+    rate = done / max(now - started, 1e-6) / 1e6
     pct = f"{100 * done / total:5.1f}% of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-    sys.stderr.write(f"\r[download] {name}: {pct} ({rate:.1f} MB/s)")
+    start, end = ("\r", "") if tty else ("", "\n")
+    sys.stderr.write(f"{start}[download] {name}: {pct} ({rate:.1f} MB/s){end}")
     sys.stderr.flush()
+    return now
 
 
 def download(url: str, dest: Path, expected_size: int | None = None, timeout: float = 60.0) -> Path:
@@ -59,13 +66,15 @@ def download(url: str, dest: Path, expected_size: int | None = None, timeout: fl
         total = have + int(length) if length is not None else expected_size
         if expected_size is not None and total is not None and total != expected_size:
             raise DownloadError(f"{url}: server announces {total} bytes, expected {expected_size}")
-        started, done = time.monotonic(), have
+        started, done, last = time.monotonic(), have, float("-inf")
         with open(part, "ab" if have else "wb") as f:
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 done += len(chunk)
-                _progress(dest.name, done, total, started)
-    sys.stderr.write("\n")
+                last = _progress(dest.name, done, total, started, last, final=False)
+        _progress(dest.name, done, total, started, last, final=True)
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
     size = part.stat().st_size
     if (expected_size is not None and size != expected_size) or (total is not None and size != total):
         raise DownloadError(f"{url}: got {size} bytes, expected {expected_size or total}; "

@@ -152,6 +152,18 @@ def test_resume_of_truncated_partial_file(tiny_checkpoint, server, tmp_path):
     assert dest.read_bytes() == full
 
 
+def test_progress_in_a_log_file_is_a_few_lines(server, tmp_path, capsys):
+    """Not a terminal (a log file, CI): no carriage-return redraws, one line per 10 s plus the last."""
+    blob = bytes(range(256)) * (5 * 4096)  # 5 MB = 5 read chunks
+    server.files["/big.bin"] = blob
+    download(f"{server.url}/big.bin", tmp_path / "big.bin", expected_size=len(blob))
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 2, err  # the first chunk, then the final report
+    assert lines[-1].startswith("[download] big.bin: 100.0% of 5.2 MB")
+    assert (tmp_path / "big.bin").read_bytes() == blob
+
+
 def test_size_mismatch_is_an_error(tiny_checkpoint, server, tmp_path):
     url = f"{server.url}/FacebookAI/xlm-roberta-base/resolve/main/config.json"
     real = len((tiny_checkpoint / "config.json").read_bytes())
