@@ -232,6 +232,8 @@ def test_train_py_runs_registry_task_and_writes_config(tmp_path, monkeypatch, ca
     assert train.main(args + ["train.epochs=2", "--resume"]) == 0  # continues from step 4
     assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 8
     assert "resumed at step 4" in capsys.readouterr().out
+    assert train.main([args[0], "--resume", *args[1:], "train.epochs=3"]) == 0  # --resume before overrides
+    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 12
 
 
 def test_train_py_setup_error_exits_2_without_traceback(tmp_path, monkeypatch, capsys):
