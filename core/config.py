@@ -143,6 +143,10 @@ class BiLSTMConfig:
     min_word_count: int = 1
     bio_constraints: bool = True
     lowercase: bool = False  # word lookup in lower case (characters keep the case)
+    # "" = random word table over the training words; "sgns" = skip-gram vectors of the training
+    # language (data/word_vectors.py, the mapping.vector_* settings) initialise it, and their words
+    # join the vocabulary (needs lowercase: true, the vectors' keys)
+    word_vectors: str = ""
 
 
 @dataclass

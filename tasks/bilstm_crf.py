@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 
 from core.metrics import entity_f1
+from core.paths import cache_dir
 from data.conll import Sentence
 from data.labels import PANX_LABELS
-from data.sources import load_split
+from data.sources import load_split, resolve_root
 from data.vocab import Vocab, count_chars, count_words, encode_batch
+from data.word_vectors import WordVectors, load_or_train
 from models.bilstm_crf import build_bilstm_crf
 
 LABELS = list(PANX_LABELS)
@@ -61,6 +63,20 @@ def f1_on(model, sentences, words, chars, lowercase, extra_fn=None) -> float:
                                                                extra_fn=extra_fn))
 
 
+def initial_table(words: Vocab, vectors: WordVectors, seed: int) -> torch.Tensor:
+    """(V, E) word table: rows of words with a vector take it, scaled to unit variance like the
+    N(0, 1) rows drawn for the rest (nn.Embedding's own initialisation)."""
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(len(words), vectors.matrix.shape[1], generator=g)  # (V, E)
+    scaled = vectors.matrix / vectors.matrix.std()  # (S, E)
+    index = vectors.index()
+    rows = [(i, index[w]) for i, w in enumerate(words.itos) if w in index]
+    if rows:
+        ours, theirs = torch.tensor(rows).t()
+        table[ours] = scaled[theirs]
+    return table
+
+
 def limit(sentences: list, n: int) -> list:
     return sentences[:n] if n else sentences
 
@@ -74,12 +90,30 @@ class BiLSTMCRFTask:
         self.cfg = cfg
         self.train, self.dev, self.test = train, dev, test
         b = cfg.bilstm
-        self.words = Vocab.build(count_words(train, b.lowercase), b.min_word_count)
+        self.vectors = None  # (V, E) initial word table, or None for random
+        if b.word_vectors == "sgns":
+            if not b.lowercase:
+                raise ValueError("bilstm.word_vectors: sgns needs bilstm.lowercase: true "
+                                 "(the skip-gram vectors are keyed in lower case)")
+            m = cfg.mapping
+            if m.vector_dim != b.word_dim:
+                raise ValueError(f"bilstm.word_vectors: sgns gives mapping.vector_dim={m.vector_dim} dimensions "
+                                 f"but bilstm.word_dim is {b.word_dim}; set them equal")
+            sgns = load_or_train(cache_dir() / "word_vectors", resolve_root(cfg.data), cfg.data.train_langs[0],
+                                 m.vector_dim, m.vector_epochs, m.vector_window, m.vector_negatives,
+                                 m.vector_min_count)
+            self.words = Vocab.build(count_words(train, True), b.min_word_count, extra=sgns.words)
+            self.vectors = initial_table(self.words, sgns, seed=cfg.train.seed)
+        elif b.word_vectors:
+            raise ValueError(f"bilstm.word_vectors: {b.word_vectors!r} is not one of '', 'sgns'")
+        else:
+            self.words = Vocab.build(count_words(train, b.lowercase), b.min_word_count)
         self.chars = Vocab.build(count_chars(train))
         self.label_index = {t: i for i, t in enumerate(LABELS)}
 
     def build_model(self):
-        return build_bilstm_crf(self.cfg.bilstm, len(self.words), len(self.chars), LABELS)
+        return build_bilstm_crf(self.cfg.bilstm, len(self.words), len(self.chars), LABELS,
+                                word_vectors=self.vectors)
 
     def train_batches(self, epoch: int, rank: int, world: int):
         batches = length_batches(self.train, self.cfg.train.batch_size, self.cfg.train.seed + epoch)

@@ -79,3 +79,34 @@ def test_length_batches_cover_every_sentence_once():
     batches = length_batches(sents, batch_size=4, seed=3)
     assert sorted(len(s.words) for b in batches for s in b) == list(range(1, 40))
     assert length_batches(sents, 4, seed=3) == batches
+
+
+def test_initial_table_takes_scaled_vectors_and_draws_the_rest():
+    from data.word_vectors import WordVectors
+    from tasks.bilstm_crf import initial_table
+    vectors = WordVectors(["berlin", "in", "nie"], torch.tensor([[1.0, 2.0], [3.0, -1.0], [0.0, 5.0]]))
+    words = Vocab.build(Counter({"in": 3, "anna": 2}), extra=vectors.words)  # <pad> <unk> in anna berlin nie
+    table = initial_table(words, vectors, seed=0)
+    std = vectors.matrix.std()
+    for word, row in (("berlin", 0), ("in", 1), ("nie", 2)):
+        assert torch.equal(table[words.index(word)], vectors.matrix[row] / std)
+    drawn = torch.randn(len(words), 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(table[words.index("anna")], drawn[words.index("anna")])
+    model = build_bilstm_crf(BiLSTMConfig(word_dim=2, char_dim=3, char_hidden=3, hidden_size=3), len(words), 5,
+                             LABELS, word_vectors=table)
+    assert torch.equal(model.words.weight[words.index("nie")], table[words.index("nie")])
+    assert not model.words.weight[0].any()  # the padding row stays zero
+
+
+@pytest.mark.parametrize("override,message", [({"word_vectors": "sgns"}, "bilstm.lowercase"),
+                                              ({"word_vectors": "sgns", "lowercase": True, "word_dim": 50},
+                                               "bilstm.word_dim"),
+                                              ({"word_vectors": "glove"}, "bilstm.word_vectors")])
+def test_word_vector_settings_are_checked_before_any_work(override, message):
+    from core.config import Config
+    from tasks.bilstm_crf import BiLSTMCRFTask
+    cfg = Config()
+    for key, value in override.items():
+        setattr(cfg.bilstm, key, value)
+    with pytest.raises(ValueError, match=message):
+        BiLSTMCRFTask(cfg, SENTS, SENTS, SENTS)
