@@ -7,6 +7,8 @@ pipeline (tasks/zeroresource.py).
 """
 from __future__ import annotations
 
+import json
+import os
 import random
 from pathlib import Path
 
@@ -134,7 +136,10 @@ class BiLSTMCRFTask:
         if best.is_file():
             model.load_state_dict(torch.load(best, map_location="cpu")["model"])
         test_f1 = f1_on(model, self.test, self.words, self.chars, cfg.bilstm.lowercase)
-        return {"best_dev_f1": result["best_metric"], "test_f1": test_f1, "step": result["step"]}
+        results = {"best_dev_f1": result["best_metric"], "test_f1": test_f1, "step": result["step"]}
+        if int(os.environ.get("RANK", "0")) == 0:
+            (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))
+        return results
 
 
 def build_task(cfg) -> BiLSTMCRFTask:

@@ -110,3 +110,19 @@ def test_word_vector_settings_are_checked_before_any_work(override, message):
         setattr(cfg.bilstm, key, value)
     with pytest.raises(ValueError, match=message):
         BiLSTMCRFTask(cfg, SENTS, SENTS, SENTS)
+
+
+def test_run_writes_results_json_scoring_the_best_checkpoint(tmp_path):
+    import json
+    from core.config import Config
+    from tasks.bilstm_crf import BiLSTMCRFTask, f1_on
+    cfg = Config()
+    cfg.bilstm = BiLSTMConfig(word_dim=8, char_dim=6, char_hidden=5, hidden_size=7, dropout=0.0)
+    cfg.train.precision, cfg.train.epochs, cfg.train.batch_size, cfg.train.lr = "fp32", 3, 2, 1e-2
+    task = BiLSTMCRFTask(cfg, SENTS, SENTS[:2], SENTS[1:])
+    returned = task.run(cfg, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text()) == returned
+    model = task.build_model()
+    model.load_state_dict(torch.load(tmp_path / "best.pt", map_location="cpu")["model"])
+    assert returned["test_f1"] == f1_on(model, SENTS[1:], task.words, task.chars, False)
+    assert returned["best_dev_f1"] == f1_on(model, SENTS[:2], task.words, task.chars, False)
