@@ -92,26 +92,27 @@ class BiLSTMCRFTask:
         self.cfg = cfg
         self.train, self.dev, self.test = train, dev, test
         b = cfg.bilstm
-        self.vectors = None  # (V, E) initial word table, or None for random
-        if b.word_vectors == "sgns":
-            if not b.lowercase:
-                raise ValueError("bilstm.word_vectors: sgns needs bilstm.lowercase: true "
-                                 "(the skip-gram vectors are keyed in lower case)")
-            m = cfg.mapping
-            if m.vector_dim != b.word_dim:
-                raise ValueError(f"bilstm.word_vectors: sgns gives mapping.vector_dim={m.vector_dim} dimensions "
-                                 f"but bilstm.word_dim is {b.word_dim}; set them equal")
-            sgns = load_or_train(cache_dir() / "word_vectors", resolve_root(cfg.data), cfg.data.train_langs[0],
-                                 m.vector_dim, m.vector_epochs, m.vector_window, m.vector_negatives,
-                                 m.vector_min_count)
-            self.words = Vocab.build(count_words(train, True), b.min_word_count, extra=sgns.words)
-            self.vectors = initial_table(self.words, sgns, seed=cfg.train.seed)
-        elif b.word_vectors:
+        if b.word_vectors not in ("", "sgns"):
             raise ValueError(f"bilstm.word_vectors: {b.word_vectors!r} is not one of '', 'sgns'")
-        else:
-            self.words = Vocab.build(count_words(train, b.lowercase), b.min_word_count)
+        sgns = self._sgns_vectors(cfg) if b.word_vectors else None
+        self.words = Vocab.build(count_words(train, b.lowercase), b.min_word_count,
+                                 extra=sgns.words if sgns else ())
+        self.vectors = initial_table(self.words, sgns, seed=cfg.train.seed) if sgns else None  # (V, E) or random
         self.chars = Vocab.build(count_chars(train))
         self.label_index = {t: i for i, t in enumerate(LABELS)}
+
+    @staticmethod
+    def _sgns_vectors(cfg) -> WordVectors:
+        """The training language's skip-gram vectors (cached), after checking they fit the word table."""
+        b, m = cfg.bilstm, cfg.mapping
+        if not b.lowercase:
+            raise ValueError("bilstm.word_vectors: sgns needs bilstm.lowercase: true "
+                             "(the skip-gram vectors are keyed in lower case)")
+        if m.vector_dim != b.word_dim:
+            raise ValueError(f"bilstm.word_vectors: sgns gives mapping.vector_dim={m.vector_dim} dimensions "
+                             f"but bilstm.word_dim is {b.word_dim}; set them equal")
+        return load_or_train(cache_dir() / "word_vectors", resolve_root(cfg.data), cfg.data.train_langs[0],
+                             m.vector_dim, m.vector_epochs, m.vector_window, m.vector_negatives, m.vector_min_count)
 
     def build_model(self):
         return build_bilstm_crf(self.cfg.bilstm, len(self.words), len(self.chars), LABELS,
