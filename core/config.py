@@ -31,9 +31,6 @@ class ModelConfig:
     classifier_dropout: float = 0.1
     attention: str = "sdpa"  # sdpa | manual (same numbers; manual is for reading)
     from_scratch: bool = False  # random init with the checkpoint's config.json
-    # keep the pretrained word-piece vectors: pieces the source language never shows stay where
-    # pretraining put them, next to the ones fine-tuning uses (zero-shot transfer; docs/NER.md)
-    freeze_word_embeddings: bool = False
     tiny_random: bool = False  # smoke runs: if name_or_path holds no checkpoint, write a tiny random one there
 
 

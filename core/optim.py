@@ -34,12 +34,12 @@ def no_decay_names(model: nn.Module) -> set[str]:
 
 
 def lazy_embeddings(model: nn.Module, min_rows: int) -> list[nn.Embedding]:
-    """The embeddings worth updating row-lazily: big, trained, and not tied to any other parameter."""
+    """The embeddings worth updating row-lazily: big and not tied to any other parameter."""
     uses: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
         uses[id(p)] = uses.get(id(p), 0) + 1
     return [m for m in model.modules() if isinstance(m, nn.Embedding) and m.num_embeddings >= min_rows
-            and uses.get(id(m.weight)) == 1 and m.max_norm is None and m.weight.requires_grad]
+            and uses.get(id(m.weight)) == 1 and m.max_norm is None]
 
 
 def build_optimizer(model: nn.Module, train_cfg, sparse_embeddings: bool = True) -> torch.optim.Optimizer:

@@ -258,10 +258,6 @@ def load_model(cfg, num_labels: int):
         raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
     if cfg.model.from_scratch:  # the same random draw for a given seed
         model.init_weights(generator=torch.Generator().manual_seed(cfg.train.seed))
-    if cfg.model.freeze_word_embeddings:
-        if cfg.model.from_scratch:
-            raise ValueError("model.freeze_word_embeddings with model.from_scratch would keep random word vectors")
-        model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)  # not given to the optimizer
     model.dropout.p = cfg.model.classifier_dropout
     if cfg.model.head == "crf":
         from models.crf import CRF

@@ -204,21 +204,6 @@ def test_train_then_evaluate_end_to_end(tmp_path, data_root, tiny_model, capsys)
     assert row == "| tiny_ner | " + " | ".join(f"{100 * results['rows']['tiny_ner'][k]:.1f}" for k in ("de", "it")) + " |"
 
 
-def test_frozen_word_embeddings_stay_pretrained(tmp_path, data_root, tiny_model):
-    import train
-    from models.safetensors_io import load_file
-
-    args = ["configs/tiny_ner.yaml", *_tiny_overrides(tmp_path, data_root, tiny_model), "data.eval_langs=[de]",
-            "model.freeze_word_embeddings=true"]
-    assert train.main(args) == 0
-    before, after = load_file(tiny_model / "model.safetensors"), load_file(tmp_path / "tiny_ner/model/model.safetensors")
-    word = next(k for k in before if k.endswith("word_embeddings.weight"))
-    assert torch.equal(before[word], after[word])
-    moved = [k for k in before if k in after and k != word and not torch.equal(before[k], after[k])]
-    assert any("position_embeddings" in k for k in moved) and any("layer.0" in k for k in moved)
-    assert train.main([*args, "model.from_scratch=true"]) == 2  # random vectors kept frozen: refused
-
-
 def test_fewshot_run_writes_one_model_per_size_and_a_curve(tmp_path, data_root, tiny_model):
     import train
 
