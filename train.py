@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
 from core.config import ConfigError, load_config, to_dict
+from core.distributed import is_main_process
 
 
 def _ner(cfg):
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    is_main = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 writes, every rank trains
+    is_main = is_main_process()  # torchrun: rank 0 writes, every rank trains
     run_dir.mkdir(parents=True, exist_ok=True)
     if is_main:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

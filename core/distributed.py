@@ -39,6 +39,13 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(rank=rank, world=world, local_rank=local_rank)
 
 
+def is_main_process() -> bool:
+    """Rank 0 writes results: the process group's rank once joined, torchrun's RANK before that."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def local_device(device: torch.device, info: DistInfo) -> torch.device:
     """cuda -> this process's GPU (cuda:LOCAL_RANK); cpu stays cpu."""
     return torch.device("cuda", info.local_rank) if device.type == "cuda" and info.world > 1 else device

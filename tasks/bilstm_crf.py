@@ -8,12 +8,12 @@ pipeline (tasks/zeroresource.py).
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import torch
 
+from core.distributed import is_main_process
 from core.metrics import entity_f1
 from core.paths import cache_dir
 from data.conll import Sentence
@@ -138,7 +138,7 @@ class BiLSTMCRFTask:
             model.load_state_dict(torch.load(best, map_location="cpu")["model"])
         test_f1 = f1_on(model, self.test, self.words, self.chars, cfg.bilstm.lowercase)
         results = {"best_dev_f1": result["best_metric"], "test_f1": test_f1, "step": result["step"]}
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main_process():
             (Path(run_dir) / "results.json").write_text(json.dumps(results, indent=2))
         return results
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.distributed import is_main_process
 from core.metrics import entity_scores
 from data.batching import LengthBucketSampler, collate
 from data.conll import Sentence
@@ -208,7 +209,7 @@ class NERTask:
         d = cfg.data
         if not d.fewshot_sizes:
             model = fit(cfg, self, run_dir)["model"]
-            if not _is_main_rank():
+            if not is_main_process():
                 return {}
             scores = self.test(model)
             save_trained(run_dir, model, self.tokenizer, self.labels)
@@ -221,18 +222,12 @@ class NERTask:
             sub_cfg = copy.deepcopy(cfg)
             sub_cfg.train.name = f"{cfg.train.name}_k{size}"
             model = fit(sub_cfg, self, run_dir / f"k{size}")["model"]
-            if not _is_main_rank():
+            if not is_main_process():
                 continue
             curve[size] = self.test(model)
             save_trained(run_dir / f"k{size}", model, self.tokenizer, self.labels)
             write_results(run_dir / f"k{size}", sub_cfg, curve[size], self.best_f1)
         return write_curve(run_dir, cfg, curve) if curve else {}
-
-
-def _is_main_rank() -> bool:
-    """Test and write results once: on rank 0 under DDP."""
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) \
-        or torch.distributed.get_rank() == 0
 
 
 def _cap(sentences: list[Sentence], n: int, seed: int) -> list[Sentence]:

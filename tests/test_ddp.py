@@ -60,3 +60,14 @@ def test_two_process_ddp_equals_single_process(tmp_path):
 def train_logs(run_dir):
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "grad_norm" in r]
+
+
+def test_main_process_follows_torchrun_rank_before_the_group_exists(monkeypatch):
+    from core.distributed import is_main_process
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_main_process()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process()
