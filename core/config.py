@@ -130,6 +130,10 @@ class MLMConfig:
     budget_reserve_seconds: float = 60.0  # kept free at the end of the budget for the final eval + export
     adaptive_threads: bool = True  # CPU: switch between 1 thread and all cores, whichever steps faster now
     pace_batches: bool = True  # with a budget: batch size follows the load so steps keep the planned duration
+    # Code-switching of the NER sentences (data/code_switch.py): per epoch, each translatable word is
+    # replaced with this probability by a translation into one other language chosen per sentence.
+    code_switch_rate: float = 0.0
+    code_switch_dicts: dict[str, str] = field(default_factory=dict)  # language -> dictionary to English (data.root)
 
 
 @dataclass

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.code_switch import SwitchedCorpus, load_lexicon
 from data.masking import IGNORE_INDEX, MaskingCollator
 from data.text import encode_sentences, gather_text, ner_source_name, pack_sequences, split_heldout
 from tasks.pacing import BatchPacer, ThreadTuner
@@ -84,7 +85,7 @@ class MLMBatches:
     def __init__(self, task: "MLMTask", epoch: int, rank: int, world: int):
         self.task, self.epoch = task, epoch
         seed = task.cfg.train.seed * SEED_STRIDE + epoch
-        sequences = pack_sequences(task.train_pieces, task.cfg.mlm.seq_length, task.tokenizer.bos_id,
+        sequences = pack_sequences(task.epoch_pieces(epoch), task.cfg.mlm.seq_length, task.tokenizer.bos_id,
                                    task.tokenizer.eos_id, torch.Generator().manual_seed(seed))
         batch_size = task.cfg.train.batch_size
         n_batches = len(sequences) // (batch_size * world)  # equal counts on every rank; the rest is dropped
@@ -111,9 +112,10 @@ class MLMTask:
     metric_name = "mlm_acc"
 
     def __init__(self, cfg, tokenizer, train_pieces: list[list[int]], heldout_batches: list[dict],
-                 started: float):
+                 started: float, switched: SwitchedCorpus | None = None):
         self.cfg, self.tokenizer = cfg, tokenizer
         self.train_pieces, self.heldout_batches = train_pieces, heldout_batches
+        self.switched = switched  # NER sentences code-switched anew each epoch (mlm.code_switch_rate)
         self.collate = MaskingCollator(tokenizer.mask_id, tokenizer.vocab_size, pad_id=tokenizer.pad_id,
                                        mask_prob=cfg.mlm.mask_prob)
         budget = cfg.mlm.time_budget_minutes * 60
@@ -126,6 +128,13 @@ class MLMTask:
         self.threads = ThreadTuner(sorted({1, cores})) if cfg.mlm.adaptive_threads and on_cpu and cores > 1 else None
         self.pacer: BatchPacer | None = None  # set by plan_budget when mlm.pace_batches
         self.last_batch_sequences = 0
+
+    def epoch_pieces(self, epoch: int) -> list[list[int]]:
+        """The sentences (piece ids) of one pass: the fixed ones and this epoch's code-switched ones."""
+        if self.switched is None:
+            return self.train_pieces
+        repeat = self.cfg.mlm.ner_repeat
+        return self.train_pieces + [ids for r in range(repeat) for ids in self.switched.pieces(epoch * repeat + r)]
 
     def pace(self) -> int:
         """Called as each batch is requested: feed the step just finished to the tuners; the size
@@ -305,15 +314,36 @@ def build_task(cfg) -> MLMTask:
     if not train_text:
         raise ValueError("no pretraining text: set mlm.ner_splits and/or mlm.text_files")
     tokenizer = build_tokenizer(cfg, train_text, run_directory(cfg) / "tokenizer")
-    ner_sources = {ner_source_name(lang, split) for lang, split in cfg.mlm.ner_splits.items()}
+    ner_sources = {ner_source_name(lang, split): lang for lang, split in cfg.mlm.ner_splits.items()}
+    switched = build_switched_corpus(cfg, tokenizer, corpus, ner_sources)
     train_pieces = []
     for name, sentences in corpus.items():
+        if switched is not None and name in ner_sources:
+            continue  # encoded each epoch by the switched corpus
         repeat = cfg.mlm.ner_repeat if name in ner_sources else 1  # NER-domain text seen more often
         train_pieces += encode_sentences(tokenizer, sentences) * repeat
     collate = MaskingCollator(tokenizer.mask_id, tokenizer.vocab_size, pad_id=tokenizer.pad_id,
                               mask_prob=cfg.mlm.mask_prob)
     heldout = build_heldout(cfg, tokenizer, heldout_text, collate) if heldout_text else []
-    n_pieces = sum(map(len, train_pieces))
-    print(f"[mlm] {len(train_pieces)} training sentences ({n_pieces} pieces), {len(heldout_text)} held out; "
-          f"vocabulary {tokenizer.vocab_size}; ready after {time.monotonic() - started:.0f} s", flush=True)
-    return MLMTask(cfg, tokenizer, train_pieces, heldout, started)
+    task = MLMTask(cfg, tokenizer, train_pieces, heldout, started, switched)
+    first = task.epoch_pieces(0)
+    print(f"[mlm] {len(first)} training sentences ({sum(map(len, first))} pieces in epoch 0"
+          + (f", NER sentences code-switched at rate {cfg.mlm.code_switch_rate:g}" if switched else "")
+          + f"), {len(heldout_text)} held out; vocabulary {tokenizer.vocab_size}; "
+          f"ready after {time.monotonic() - started:.0f} s", flush=True)
+    return task
+
+
+def build_switched_corpus(cfg, tokenizer, corpus: dict[str, list[str]],
+                          ner_sources: dict[str, str]) -> SwitchedCorpus | None:
+    """The NER sentences as a code-switched corpus (mlm.code_switch_rate > 0), else None."""
+    m = cfg.mlm
+    if m.code_switch_rate == 0:
+        return None
+    if not m.code_switch_dicts:
+        raise ValueError("mlm.code_switch_rate > 0 needs mlm.code_switch_dicts (language -> dictionary to English)")
+    from data.sources import resolve_root
+
+    lexicon = load_lexicon(resolve_root(cfg.data), m.code_switch_dicts)
+    sentences = [(lang, s.split(" ")) for name, lang in ner_sources.items() for s in corpus.get(name, [])]
+    return SwitchedCorpus(sentences, lexicon, m.code_switch_rate, tokenizer, cfg.train.seed)
