@@ -134,6 +134,7 @@ class MLMConfig:
     # replaced with this probability by a translation into one other language chosen per sentence.
     code_switch_rate: float = 0.0
     code_switch_dicts: dict[str, str] = field(default_factory=dict)  # language -> dictionary to English (data.root)
+    code_switch_sources: list[str] = field(default_factory=list)  # languages whose sentences are switched; [] = all
 
 
 @dataclass

@@ -315,10 +315,14 @@ def build_task(cfg) -> MLMTask:
         raise ValueError("no pretraining text: set mlm.ner_splits and/or mlm.text_files")
     tokenizer = build_tokenizer(cfg, train_text, run_directory(cfg) / "tokenizer")
     ner_sources = {ner_source_name(lang, split): lang for lang, split in cfg.mlm.ner_splits.items()}
-    switched = build_switched_corpus(cfg, tokenizer, corpus, ner_sources)
+    if cfg.mlm.code_switch_sources:
+        ner_sources_switched = {name: lang for name, lang in ner_sources.items() if lang in cfg.mlm.code_switch_sources}
+    else:
+        ner_sources_switched = ner_sources
+    switched = build_switched_corpus(cfg, tokenizer, corpus, ner_sources_switched)
     train_pieces = []
     for name, sentences in corpus.items():
-        if switched is not None and name in ner_sources:
+        if switched is not None and name in ner_sources_switched:
             continue  # encoded each epoch by the switched corpus
         repeat = cfg.mlm.ner_repeat if name in ner_sources else 1  # NER-domain text seen more often
         train_pieces += encode_sentences(tokenizer, sentences) * repeat
@@ -342,6 +346,9 @@ def build_switched_corpus(cfg, tokenizer, corpus: dict[str, list[str]],
         return None
     if not m.code_switch_dicts:
         raise ValueError("mlm.code_switch_rate > 0 needs mlm.code_switch_dicts (language -> dictionary to English)")
+    unknown = sorted(set(m.code_switch_sources) - set(m.ner_splits))
+    if unknown:
+        raise ValueError(f"mlm.code_switch_sources: {unknown} not in mlm.ner_splits {sorted(m.ner_splits)}")
     from data.sources import resolve_root
 
     lexicon = load_lexicon(resolve_root(cfg.data), m.code_switch_dicts)

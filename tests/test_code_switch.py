@@ -63,3 +63,27 @@ def test_rate_outside_unit_interval_and_missing_dictionary_are_errors(lexicon, t
         SwitchedCorpus([], lexicon, 1.5, _WordTokenizer(), seed=0)
     with pytest.raises(FileNotFoundError, match=r"code_switch_dicts\['es'\].*es-en.txt"):
         load_lexicon(tmp_path, {"es": "es-en.txt"})
+
+
+def test_build_task_switches_only_the_listed_languages(data_root, tmp_path):
+    from core.config import load_config
+    from data.text import encode_sentences, gather_text, split_heldout
+    from tasks.mlm import build_task
+
+    cfg = load_config(None, [
+        "task=mlm", f"data.root={data_root}", "mlm.ner_splits={de: train, es: train}", "mlm.vocab_size=400",
+        "mlm.spm_input_sentences=3000", "mlm.code_switch_rate=0.5", "mlm.code_switch_sources=[es]",
+        "mlm.code_switch_dicts={de: muse_dicts/dm-bli/de-en.txt, es: muse_dicts/dm-bli/es-en.txt}",
+        f"train.out_dir={tmp_path}/{{name}}", "train.name=cs"])
+    task = build_task(cfg)
+    corpus, _ = split_heldout(gather_text(cfg.data, cfg.mlm), cfg.mlm.heldout_every)
+    assert task.train_pieces == encode_sentences(task.tokenizer, corpus["ner de train"])  # German as it is
+    assert {lang for lang, _ in task.switched.sentences} == {"es"}
+    assert len(task.switched.sentences) == len(corpus["ner es train"])
+    epoch0, epoch1 = task.epoch_pieces(0), task.epoch_pieces(1)
+    assert epoch0[:len(task.train_pieces)] == epoch1[:len(task.train_pieces)] == task.train_pieces
+    assert epoch0 != epoch1  # the Spanish part is switched anew each epoch
+
+    cfg.mlm.code_switch_sources = ["ru"]
+    with pytest.raises(ValueError, match=r"code_switch_sources: \['ru'\]"):
+        build_task(cfg)
