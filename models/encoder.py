@@ -7,7 +7,8 @@ Numbers match transformers' XLMRobertaModel (tests/test_encoder_parity.py). Two 
 commented where they occur: position ids start after the padding index, and the layer norm
 comes after each sublayer (post-LN), not before. Query, key and value are one fused
 projection (one matmul instead of three); models/weights.py concatenates HF's three
-matrices at load and splits them at export.
+matrices at load and splits them at export. On the CPU a padded batch skips its pads: every
+position-wise layer runs on the R real tokens only (``Packing``); attention alone sees (B, T).
 """
 from __future__ import annotations
 
@@ -126,19 +127,25 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        """x (B, T, H); key_mask (B, 1, 1, T) bool, True = attend, or None when nothing is padded."""
-        B, T, H = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, N, D)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, T, D)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
+                packing: "Packing | None" = None) -> torch.Tensor:
+        """x (B, T, H), or (R, H) = the R real tokens when ``packing`` is given; key_mask
+        (B, 1, 1, T) bool, True = attend, or None when nothing is padded. Returns x's shape."""
+        qkv = self.qkv(x)  # (B, T, 3H) or (R, 3H)
+        if packing is not None:
+            qkv = packing.unpack(qkv)  # (B, T, 3H), zeros at the pads
+        B, T, _ = qkv.shape
+        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, T, D)
         p = self.attn_dropout if self.training else 0.0
         if self.impl == "sdpa":
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)  # (B, N, T, D)
         else:
             ctx = manual_attention(q, k, v, key_mask, p, self.training)  # (B, N, T, D)
-        ctx = ctx.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        ctx = ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
+        if packing is not None:
+            ctx = packing.pack(ctx)  # (R, H)
         # Trap: post-LN -- the norm comes after the residual sum.
-        return self.norm(x + self.dropout(self.out(ctx)))  # (B, T, H)
+        return self.norm(x + self.dropout(self.out(ctx)))  # x's shape
 
 
 def manual_attention(q, k, v, key_mask, dropout_p: float, training: bool) -> torch.Tensor:
@@ -162,10 +169,30 @@ class Block(nn.Module):
         self.ffn_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, key_mask)  # (B, T, H)
-        h = self.ffn_out(F.gelu(self.ffn_in(x)))  # (B, T, H); gelu is the exact erf form
-        return self.ffn_norm(x + self.ffn_dropout(h))  # (B, T, H)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
+                packing: "Packing | None" = None) -> torch.Tensor:
+        x = self.attention(x, key_mask, packing)  # (B, T, H) or (R, H)
+        h = self.ffn_out(F.gelu(self.ffn_in(x)))  # x's shape; gelu is the exact erf form
+        return self.ffn_norm(x + self.ffn_dropout(h))  # x's shape
+
+
+class Packing:
+    """The real tokens of a padded batch as one (R, ...) tensor, and back.
+
+    Pads never influence a real token (their keys are masked and nothing reads them), so every
+    position-wise layer can skip them: R = mask.sum() rows instead of B * T. The same numbers
+    at the real positions, up to float rounding; the unpacked output is zero at the pads."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.B, self.T = mask.shape  # mask (B, T) bool, True = a real token
+        self.index = mask.flatten().nonzero().squeeze(1)  # (R,) flat positions of the real tokens
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(0, 1).index_select(0, self.index)  # (B, T, ...) -> (R, ...)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        full = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.index, x)  # (B * T, ...)
+        return full.view(self.B, self.T, *x.shape[1:])  # (R, ...) -> (B, T, ...)
 
 
 class XLMREncoder(nn.Module):
@@ -186,14 +213,19 @@ class XLMREncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embeddings(input_ids)  # (B, T, H)
-        key_mask = None
+        key_mask, packing = None, None
         # A mask only when something is padded: sdpa then takes its fastest kernel. Looking costs a
         # host sync off the CPU, so on an accelerator the mask always goes in.
         if attention_mask is not None and (attention_mask.device.type != "cpu" or not bool(attention_mask.all())):
             key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+            if x.device.type == "cpu":
+                # Off the accelerator, the linear layers and norms (~95% of the work) run on the R
+                # real tokens only; attention alone sees the padded (B, T) layout.
+                packing = Packing(attention_mask.bool())
+                x = packing.pack(x)  # (R, H)
         for layer in self.layers:
-            x = layer(x, key_mask)  # (B, T, H)
-        return x
+            x = layer(x, key_mask, packing)  # (B, T, H) or (R, H)
+        return x if packing is None else packing.unpack(x)  # (B, T, H), zeros at the pads
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         init_weights(self, self.config.initializer_range, generator)

@@ -107,6 +107,33 @@ def test_attention_paths_agree_with_dropout_off_and_gradients(tmp_path, tokenize
     assert torch.allclose(grads[0], grads[1], atol=1e-5)
 
 
+def test_padded_batch_skips_pads_with_the_same_outputs_and_gradients(tmp_path, tokenizer_dir):
+    """On the CPU a padded batch runs its position-wise layers on the real tokens only
+    (models.encoder.Packing): hidden states, and the gradients of a loss over real positions,
+    must equal transformers' padded computation; the pads come out as zeros."""
+    ref = write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
+    model, _ = load_pretrained(tmp_path)
+    model.eval(), ref.eval()  # no dropout; autograd still records
+    ids, mask = padded_batch()
+    ours = model(ids, mask)  # (B, T, H)
+    theirs = hf_out(ref, ids, mask)
+    assert ours[~mask].abs().sum() == 0
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(5))
+    (ours * weights)[mask].sum().backward()
+    (theirs * weights)[mask].sum().backward()
+    assert torch.allclose(ours[mask], theirs[mask], atol=1e-5, rtol=0)
+    close = dict(atol=1e-4, rtol=1e-5)  # gradients reach ~100 here
+    for i in range(2):
+        got = model.layers[i].attention.qkv.weight.grad  # (3H, H): query, key, value rows
+        att = ref.encoder.layer[i].attention
+        want = torch.cat([att.self.query.weight.grad, att.self.key.weight.grad, att.self.value.weight.grad])
+        assert torch.allclose(got, want, **close), i
+        assert torch.allclose(model.layers[i].ffn_in.weight.grad, ref.encoder.layer[i].intermediate.dense.weight.grad,
+                              **close), i
+    assert torch.allclose(model.embeddings.word_embeddings.weight.grad,
+                          ref.embeddings.word_embeddings.weight.grad, **close)
+
+
 def test_position_ids_start_after_padding_index():
     ids = torch.tensor([[0, 9, 9, 2, 1, 1], [0, 9, 9, 9, 9, 2]])
     assert position_ids_from_input_ids(ids, 1).tolist() == [[2, 3, 4, 5, 1, 1], [2, 3, 4, 5, 6, 7]]
