@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.precision import cpu_supports_bf16  # noqa: E402
 from models import load_from_source  # noqa: E402
 from models.encoder import XLMRConfig  # noqa: E402
 from models.weights import DictSource  # noqa: E402
@@ -42,15 +43,6 @@ BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attent
 SMALL = BASE | dict(vocab_size=32000, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                     intermediate_size=1024)
 NUM_LABELS = 7
-
-
-def has_fast_bf16() -> bool:
-    """AMX or AVX512-BF16 (what makes bf16 matmuls fast on CPU); read from /proc/cpuinfo."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def make_models(size: dict):
@@ -219,7 +211,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"fast bf16 (amx/avx512_bf16): {has_fast_bf16()}, size {'small' if args.small else 'base'}")
+          f"fast bf16 (amx/avx512_bf16): {cpu_supports_bf16()}, size {'small' if args.small else 'base'}")
     rows = {}
     if not args.skip_speed:
         rows["speed"] = bench_speed(size, shapes, args.precisions.split(","), args.reps)

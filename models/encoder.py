@@ -214,14 +214,17 @@ class XLMREncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.embeddings(input_ids)  # (B, T, H)
         key_mask, packing = None, None
-        # A mask only when something is padded: sdpa then takes its fastest kernel. Looking costs a
-        # host sync off the CPU, so on an accelerator the mask always goes in.
-        if attention_mask is not None and (attention_mask.device.type != "cpu" or not bool(attention_mask.all())):
-            key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-            if x.device.type == "cpu":
-                # Off the accelerator, the linear layers and norms (~95% of the work) run on the R
-                # real tokens only; attention alone sees the padded (B, T) layout.
-                packing = Packing(attention_mask.bool())
+        if attention_mask is not None:
+            mask = attention_mask.bool()  # (B, T)
+            if x.device.type != "cpu":
+                # Looking for pads would stall the host on an accelerator: the mask always goes in.
+                key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
+            elif not bool(mask.all()):
+                # On the CPU (an unpadded batch takes sdpa's fastest, maskless kernel): the linear
+                # layers and norms (~95% of the work) run on the R real tokens only; attention alone
+                # sees the padded (B, T) layout.
+                key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
+                packing = Packing(mask)
                 x = packing.pack(x)  # (R, H)
         for layer in self.layers:
             x = layer(x, key_mask, packing)  # (B, T, H) or (R, H)
