@@ -135,6 +135,7 @@ class MLMConfig:
     code_switch_rate: float = 0.0
     code_switch_dicts: dict[str, str] = field(default_factory=dict)  # language -> dictionary to English (data.root)
     code_switch_sources: list[str] = field(default_factory=list)  # languages whose sentences are switched; [] = all
+    code_switch_hub: str = ""  # set: every switch pairs with this language (the fine-tuning source); "" = any pair
 
 
 @dataclass

@@ -65,10 +65,12 @@ def translate(word: str, src: str, tgt: str, lexicon, rng: random.Random) -> str
 
 
 def switch_sentence(words: list[str], lang: str, lexicon, languages: list[str], rate: float,
-                    rng: random.Random) -> list[str]:
+                    rng: random.Random, hub: str = "") -> list[str]:
     """``words`` with each translatable word replaced, with probability ``rate``, by a translation
-    into one other language of ``languages`` chosen for the whole sentence."""
-    targets = [t for t in languages if t != lang]
+    into one other language of ``languages`` chosen for the whole sentence. With a ``hub``
+    language every switch pairs with it: the hub's sentences switch into one of the others, every
+    other sentence into the hub."""
+    targets = [hub] if hub and lang != hub else [t for t in languages if t != lang]
     if not targets:
         return list(words)
     tgt = targets[rng.randrange(len(targets))]
@@ -82,11 +84,15 @@ def switch_sentence(words: list[str], lang: str, lexicon, languages: list[str], 
 class SwitchedCorpus:
     """Sentences of known language, code-switched afresh each epoch (seeded by seed and epoch)."""
 
-    def __init__(self, sentences: list[tuple[str, list[str]]], lexicon, rate: float, tokenizer, seed: int):
+    def __init__(self, sentences: list[tuple[str, list[str]]], lexicon, rate: float, tokenizer, seed: int,
+                 hub: str = ""):
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"mlm.code_switch_rate must be in [0, 1], got {rate}")
         self.sentences, self.lexicon, self.rate, self.tokenizer, self.seed = sentences, lexicon, rate, tokenizer, seed
         self.languages = sorted({lang for pair in lexicon for lang in pair})
+        if hub and hub not in self.languages:
+            raise ValueError(f"mlm.code_switch_hub: {hub!r} has no dictionary (languages: {self.languages})")
+        self.hub = hub
         self.cache: dict[str, list[int]] = {}
         self.encode_words({w for _, words in sentences for w in words})
 
@@ -99,7 +105,7 @@ class SwitchedCorpus:
 
     def switched(self, epoch: int) -> list[tuple[str, list[str]]]:
         rng = random.Random(self.seed * 1_000_003 + epoch)
-        return [(lang, switch_sentence(words, lang, self.lexicon, self.languages, self.rate, rng))
+        return [(lang, switch_sentence(words, lang, self.lexicon, self.languages, self.rate, rng, self.hub))
                 for lang, words in self.sentences]
 
     def pieces(self, epoch: int) -> list[list[int]]:

@@ -353,4 +353,4 @@ def build_switched_corpus(cfg, tokenizer, corpus: dict[str, list[str]],
 
     lexicon = load_lexicon(resolve_root(cfg.data), m.code_switch_dicts)
     sentences = [(lang, s.split(" ")) for name, lang in ner_sources.items() for s in corpus.get(name, [])]
-    return SwitchedCorpus(sentences, lexicon, m.code_switch_rate, tokenizer, cfg.train.seed)
+    return SwitchedCorpus(sentences, lexicon, m.code_switch_rate, tokenizer, cfg.train.seed, m.code_switch_hub)

@@ -39,6 +39,22 @@ def test_rate_zero_keeps_every_word_and_rate_one_switches_every_translatable_wor
     assert switch_sentence(words, "de", lexicon, ["de", "en"], 1.0, random.Random(1)) == ["The", "City", "Berlin", "."]
 
 
+def test_a_hub_pairs_every_switch_with_the_hub_language(lexicon):
+    # languages de, en, fr: without a hub an English sentence switches into de or fr; with hub "de"
+    # only into German, and German sentences still switch into either of the others
+    en, de = ["the", "city"], ["Der", "Stadt"]
+    free = {tuple(switch_sentence(en, "en", lexicon, ["de", "en", "fr"], 1.0, random.Random(s))) for s in range(20)}
+    assert free == {("der", "stadt"), ("le", "ville")}
+    hub = {tuple(switch_sentence(en, "en", lexicon, ["de", "en", "fr"], 1.0, random.Random(s), hub="de"))
+           for s in range(20)}
+    assert hub == {("der", "stadt")}
+    from_hub = {tuple(switch_sentence(de, "de", lexicon, ["de", "en", "fr"], 1.0, random.Random(s), hub="de"))
+                for s in range(20)}
+    assert from_hub == {("The", "City"), ("Le", "Ville")}
+    with pytest.raises(ValueError, match="code_switch_hub: 'es'"):
+        SwitchedCorpus([], lexicon, 0.5, _WordTokenizer(), seed=0, hub="es")
+
+
 class _WordTokenizer:
     """Each character is a piece: enough to check the per-word cache against direct encoding."""
 
