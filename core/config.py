@@ -119,7 +119,11 @@ class MLMConfig:
     intermediate_size: int = 1024
     max_position_embeddings: int = 514
     seq_length: int = 128
-    time_budget_minutes: float = 0.0  # 0 = no limit; stop cleanly when reached
+    # The length of pretraining as a number of pieces: train.max_steps = ceil(pieces_budget / (batch_size x
+    # accum_steps x seq_length x world)), set before config.yaml is written, so every machine trains the
+    # same steps on the same pieces (batches stay fixed: no pacing). 0 = from max_steps or the time budget.
+    pieces_budget: int = 0
+    time_budget_minutes: float = 0.0  # 0 = no limit; stop cleanly when reached (with pieces_budget: a cap)
     # NER sentences pretrained on: language -> split (never test), read via data.sources.load_split.
     ner_splits: dict[str, str] = field(default_factory=dict)
     ner_repeat: int = 1  # each NER sentence appears this many times per pass over the text

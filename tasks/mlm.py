@@ -330,12 +330,32 @@ def build_task(cfg) -> MLMTask:
                               mask_prob=cfg.mlm.mask_prob)
     heldout = build_heldout(cfg, tokenizer, heldout_text, collate) if heldout_text else []
     task = MLMTask(cfg, tokenizer, train_pieces, heldout, started, switched)
+    plan_pieces(cfg)
     first = task.epoch_pieces(0)
     print(f"[mlm] {len(first)} training sentences ({sum(map(len, first))} pieces in epoch 0"
           + (f", NER sentences code-switched at rate {cfg.mlm.code_switch_rate:g}" if switched else "")
           + f"), {len(heldout_text)} held out; vocabulary {tokenizer.vocab_size}; "
           f"ready after {time.monotonic() - started:.0f} s", flush=True)
     return task
+
+
+def plan_pieces(cfg) -> None:
+    """``mlm.pieces_budget`` -> ``train.max_steps`` (before train.py writes config.yaml): the same steps
+    of the same fixed-size batches on every machine, whatever its speed."""
+    import os
+
+    m, t = cfg.mlm, cfg.train
+    if m.pieces_budget <= 0:
+        return
+    if t.max_steps:
+        raise ValueError(f"mlm.pieces_budget={m.pieces_budget} and train.max_steps={t.max_steps} both set the "
+                         "length of the run: keep one (train.max_steps=0)")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = t.batch_size * t.accum_steps * m.seq_length * world  # packed sequences are ~99% full
+    t.max_steps = math.ceil(m.pieces_budget / per_step)
+    m.pace_batches = False  # fixed batches: the budget is pieces, not seconds
+    print(f"[mlm] mlm.pieces_budget {m.pieces_budget:,} = train.max_steps {t.max_steps} x {per_step:,} pieces "
+          f"({t.batch_size} x {t.accum_steps} x {m.seq_length} x world {world})", flush=True)
 
 
 def build_switched_corpus(cfg, tokenizer, corpus: dict[str, list[str]],

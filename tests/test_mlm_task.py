@@ -226,3 +226,18 @@ def _init_like(model: XLMRForMaskedLM) -> XLMRForMaskedLM:
     fresh = XLMRForMaskedLM(model.config)
     fresh.init_weights(torch.Generator().manual_seed(42))
     return fresh
+
+
+def test_pieces_budget_sets_max_steps_before_the_run_and_turns_pacing_off(monkeypatch):
+    from tasks.mlm import plan_pieces
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = load_config("configs/mini_pretrain.yaml")
+    plan_pieces(cfg)
+    assert cfg.train.max_steps == 4556  # ceil(9,330,000 / (16 x 1 x 128))
+    assert cfg.mlm.pace_batches is False
+    cfg = load_config(None, ["mlm.pieces_budget=1000", "train.batch_size=2", "mlm.seq_length=100"])
+    plan_pieces(cfg)
+    assert cfg.train.max_steps == 5
+    with pytest.raises(ValueError, match="train.max_steps"):
+        plan_pieces(load_config(None, ["mlm.pieces_budget=1000", "train.max_steps=3"]))
