@@ -23,3 +23,26 @@ def cache_dir() -> Path:
     """Our download cache: $XLT_CACHE, else ~/.cache/xlt."""
     env = os.environ.get("XLT_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "xlt"
+
+
+def confined(root: str | Path, relative: str | Path, key: str) -> Path:
+    """``root / relative``, refused unless it names something strictly inside ``root``.
+
+    For paths that come from a config or a server (run names, download layouts): an empty
+    path (which would be ``root`` itself), an absolute path, or a ``..`` part is a
+    ``ConfigError`` naming ``key``. Symlinks already inside ``root`` are followed and must
+    stay inside it too.
+    """
+    from core.config import ConfigError  # core.config does not import this module
+
+    text = str(relative)
+    parts = Path(text).parts
+    if not text.strip() or not parts or text.strip() in (".", "./"):
+        raise ConfigError(f"{key}: empty path; it would name {root} itself")
+    if Path(text).is_absolute() or "\\" in text or ".." in parts or "\x00" in text:
+        raise ConfigError(f"{key}: {text!r} must be a relative path inside {root} (no '..', no absolute path)")
+    root_resolved = Path(root).resolve()
+    target = (Path(root) / text).resolve()
+    if target == root_resolved or root_resolved not in target.parents:
+        raise ConfigError(f"{key}: {text!r} leaves {root} (resolves to {target})")
+    return Path(root) / text
