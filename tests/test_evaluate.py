@@ -50,7 +50,7 @@ def _scores(f1):
 def test_results_files_and_gather_table(tmp_path):
     from core.config import load_config
     from evaluate import main
-    from scripts.gather_results import write_curve, write_results
+    from core.results import write_curve, write_results
 
     cfg = load_config(overrides=["train.name=zs", "data.eval_langs=[de, en]"])
     write_results(tmp_path / "zs", cfg, {"de": _scores(0.8123), "en": _scores(0.31)}, best_dev=0.8)
@@ -60,7 +60,7 @@ def test_results_files_and_gather_table(tmp_path):
     write_curve(tmp_path / "fs", few, {250: {"fr": _scores(0.5)}, 500: {"fr": _scores(0.6)}})
     assert (tmp_path / "fs/curve.png").stat().st_size > 1000
     (tmp_path / "empty").mkdir()
-    from scripts.gather_results import gather
+    from core.results import gather
     table = gather([tmp_path / "zs", tmp_path / "fs", tmp_path / "empty"])
     assert table.splitlines()[:5] == ["| set-up | de | fr | en |", "|---|---:|---:|---:|", "| zs | 81.2 | - | 31.0 |",
                                       "| fs k=250 | - | 50.0 | - |", "| fs k=500 | - | 60.0 | - |"]
