@@ -5,10 +5,13 @@
     python train.py configs/zeroshot_de.yaml --resume             # continue from runs/<name>/last.pt
     torchrun --nproc_per_node=2 train.py configs/zeroshot_de.yaml # DDP (gloo on CPU, nccl on CUDA)
 
-``cfg.task`` picks a task builder from TASKS; the task either exposes ``run(cfg, run_dir)``
-(pipelines such as zero-resource NER, or NER with its test pass) or is trained by
-``core.loop.fit``. A builder that finds its checkpoint or data missing raises an error
-naming it; that error is printed without a traceback and the exit code is 2.
+``cfg.task`` picks a task builder from TASKS; every task is a ``core.task.Runnable`` and
+``task.run(cfg, run_dir)`` does its whole job (fit, test, export; the tested and exported
+weights are the best-dev ones from best.pt). Exit codes: 0 done; 2 a bad config, input file,
+checkpoint or resume (one line naming the file or key, no traceback, printed before the long
+work where it can be checked); 3 training diverged (NaN/inf loss or gradients, nothing NaN saved).
+``--resume`` continues from last.pt and refuses changed training settings; ``--resume-force``
+allows them (train.resume_allow_changes).
 """
 from __future__ import annotations
 
@@ -17,9 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from core.config import ConfigError, load_config, to_dict
+from core.config import ConfigError, load_config
 from core.distributed import is_main_process
 
 
@@ -43,15 +44,22 @@ def _zeroresource(cfg):
     return build_task(cfg)
 
 
+def _relation(cfg):
+    from tasks.relation import build_task
+    return build_task(cfg)
+
+
 # Imports happen inside each builder, so a task whose module is missing breaks only itself.
-TASKS = {"ner": _ner, "mlm": _mlm, "bilstm_crf": _bilstm_crf, "zeroresource": _zeroresource}
+TASKS = {"ner": _ner, "mlm": _mlm, "bilstm_crf": _bilstm_crf, "zeroresource": _zeroresource,
+         "relation": _relation}
 
 # Errors a builder raises for a missing checkpoint, data file or bad setting: printed cleanly.
 SETUP_ERRORS = (FileNotFoundError, ValueError, ImportError, ConfigError)
 
 
 def run_dir_for(cfg) -> Path:
-    return Path(cfg.train.out_dir.format(name=cfg.train.name))
+    from core.paths import run_dir
+    return run_dir(cfg.train)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,19 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="YAML file (configs/*.yaml)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    parser.add_argument("--resume-force", action="store_true",
+                        help="--resume even if training settings differ from last.pt's (they are listed)")
     args = parser.parse_intermixed_args(argv)  # --resume before or after the overrides
+
+    from core.checkpoint import CheckpointError, NonFiniteError
 
     try:
         cfg = load_config(args.config, args.overrides)
-    except (ConfigError, FileNotFoundError) as err:
+        if cfg.task not in TASKS:
+            raise ConfigError(f"{args.config}: 'task' must be one of {', '.join(map(repr, TASKS))}; got {cfg.task!r}")
+        run_dir = run_dir_for(cfg)
+        cfg.train.resume = cfg.train.resume or args.resume or args.resume_force  # config.yaml keeps it false
+        cfg.train.resume_allow_changes = cfg.train.resume_allow_changes or args.resume_force
+        if cfg.train.resume:
+            check_resumable(run_dir)
+    except (ConfigError, FileNotFoundError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if cfg.task not in TASKS:
-        print(f"error: unknown task {cfg.task!r}; known: {', '.join(TASKS)}", file=sys.stderr)
-        return 2
-    run_dir = run_dir_for(cfg)
-    if args.resume and not (run_dir / "last.pt").is_file():
-        print(f"note: --resume but no {run_dir / 'last.pt'}; starting from scratch", file=sys.stderr)
 
     try:
         task = TASKS[cfg.task](cfg)
@@ -79,22 +92,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    is_main = is_main_process()  # torchrun: rank 0 writes, every rank trains
+    from core.logging import write_run_config
+    from core.task import Runnable
+
+    if not isinstance(task, Runnable):
+        print(f"error: task {cfg.task!r} ({type(task).__name__}) has no run(cfg, run_dir) (core.task.Runnable)",
+              file=sys.stderr)
+        return 2
+    if cfg.train.resume and (run_dir / "last.pt").is_file():  # after build_task: it may plan settings
+        from core.checkpoint import check_resume_config, safe_load
+        try:
+            check_resume_config(safe_load(run_dir / "last.pt", mmap=True)["config"], cfg, run_dir / "last.pt")
+        except (ConfigError, CheckpointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     run_dir.mkdir(parents=True, exist_ok=True)
-    if is_main:
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    cfg.train.resume = cfg.train.resume or args.resume  # fit() reads it; not written to config.yaml
-    if hasattr(task, "run"):
+    if is_main_process() and not (cfg.train.resume and (run_dir / "config.yaml").is_file()):
+        write_run_config(cfg, run_dir)  # fit() rewrites it after a task's planning; a resume checks first
+    try:
         result = task.run(cfg, run_dir)
-    else:
-        from core.loop import fit
-        result = fit(cfg, task, run_dir)
+    except (ConfigError, CheckpointError) as err:  # e.g. a resume refused for changed settings
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str))} if isinstance(result, dict) else {}
-    if summary and is_main:
+    if summary and is_main_process():
         print(json.dumps(summary))
     from core.distributed import cleanup
     cleanup()
     return 0
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Before any work: every last.pt of the run (pipelines and few-shot sizes keep one per stage)
+    must load safely (weights only) and whole; none at all is a note (the run starts from scratch)."""
+    from core.checkpoint import safe_load
+
+    found = sorted(run_dir.glob("**/last.pt")) if run_dir.is_dir() else []
+    for last in found:
+        safe_load(last, mmap=True)  # CheckpointError: unsafe, truncated or corrupt
+    if not found:
+        print(f"note: --resume but no {run_dir / 'last.pt'}; starting from scratch", file=sys.stderr)
 
 
 if __name__ == "__main__":

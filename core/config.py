@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
+import string
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -27,9 +30,9 @@ import yaml
 @dataclass
 class ModelConfig:
     name_or_path: str = "xlm-roberta-base"  # hub name or local folder in the HF layout
-    head: str = "linear"  # linear | crf (CRF over first-piece positions)
+    head: Literal["linear", "crf"] = "linear"  # crf: a CRF over first-piece positions
     classifier_dropout: float = 0.1
-    attention: str = "sdpa"  # sdpa | manual (same numbers; manual is for reading)
+    attention: Literal["sdpa", "manual"] = "sdpa"  # same numbers; manual is for reading
     from_scratch: bool = False  # random init with the checkpoint's config.json
     tiny_random: bool = False  # smoke runs: if name_or_path holds no checkpoint, write a tiny random one there
 
@@ -72,8 +75,8 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     epochs: float = 3.0
     max_steps: int = 0  # 0 = from epochs
     batch_size: int = 16  # sentences per micro-batch (per rank)
@@ -81,7 +84,7 @@ class TrainConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.0
-    schedule: str = "linear"  # linear | cosine | constant
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     adam_eps: float = 1e-8
     clip_grad_norm: float = 1.0  # 0 = off
@@ -91,6 +94,10 @@ class TrainConfig:
     save_every: int = 0  # steps between last.pt saves; 0 = at each evaluation and at the end
     time_budget_minutes: float = 0.0  # 0 = no limit; else stop cleanly (and save) when reached
     resume: bool = False  # continue from run_dir/last.pt (train.py --resume sets it)
+    # Resume although training-relevant settings differ from the ones saved in last.pt (train.py --resume-force);
+    # off: such a resume is refused with the differing keys named (core/checkpoint.py::RESUME_IGNORED lists the
+    # settings that may change freely).
+    resume_allow_changes: bool = False
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     log_every: int = 50
     save_best: bool = True  # keep the checkpoint with the best dev metric
@@ -146,7 +153,7 @@ class MLMConfig:
 class BiLSTMConfig:
     word_dim: int = 100
     char_dim: int = 30
-    char_encoder: str = "cnn"  # cnn | lstm
+    char_encoder: Literal["cnn", "lstm"] = "cnn"
     char_hidden: int = 50
     hidden_size: int = 200
     dropout: float = 0.5
@@ -156,7 +163,7 @@ class BiLSTMConfig:
     # "" = random word table over the training words; "sgns" = skip-gram vectors of the training
     # language (data/word_vectors.py, the mapping.vector_* settings) initialise it, and their words
     # join the vocabulary (needs lowercase: true, the vectors' keys)
-    word_vectors: str = ""
+    word_vectors: Literal["", "sgns"] = ""
 
 
 @dataclass
@@ -187,6 +194,43 @@ class MappingConfig:
 
 
 @dataclass
+class RelationConfig:
+    """Relation extraction (tasks/relation.py): data set, entity markers, pooling, loss, decoding."""
+    dataset: Literal["klue", "kbp37", "conll04"] = "klue"
+    # KLUE-RE files under data.root: the labelled train rows (CSV, or the official JSON layout), dev.csv
+    # (carved into test / dev / rest by klue_split_seed) and the relation names.
+    klue_train: str = "klue_re/train_subset/val_predictions.csv"
+    klue_dev: str = "klue_re/dev/dev.csv"
+    klue_relations: str = "klue_re/official_KLUE-benchmark/relation_list.json"
+    klue_test_size: int = 2000  # rows of dev.csv nothing trains or selects on
+    klue_dev_size: int = 800  # rows of dev.csv for model selection and the prior / temperature fits
+    klue_rest_to_train: bool = True  # the other rows of dev.csv join training
+    klue_split_seed: int = 1234
+    marker: Literal["entity_mask", "entity_marker", "entity_marker_punct", "typed_entity_marker",
+                    "typed_entity_marker_punct"] = "typed_entity_marker_punct"
+    type_words: dict[str, str] = field(default_factory=dict)  # type code -> word; {} = the data set's default
+    pooling: Literal["cls", "start", "mean", "max", "attention"] = "start"
+    mlp_hidden: int = 0  # 0 = the encoder's hidden size
+    head_dropout: float = 0.1
+    max_length: int = 160  # pieces, specials included; the window always keeps both entities
+    loss: Literal["ce", "focal"] = "ce"
+    focal_gamma: float = 2.0
+    focal_alpha: list[float] = field(default_factory=list)  # [] = 1; one value = scalar; K values = per class
+    label_smoothing: float = 0.0
+    class_weights: Literal["none", "inverse", "inverse_sqrt"] = "none"
+    negatives_per_positive: float = 0.0  # CoNLL04 training pairs: keep this many negatives per positive (0 = all)
+    max_train_examples: int = 0  # seeded sample of the training examples (0 = all)
+    max_eval_examples: int = 0  # seeded sample of the dev and test examples (0 = all; smoke runs only)
+    # Decoding, measured on the test part with and without: the constraint masks relations whose
+    # (subject type, object type) never occurs with them in training; the prior correction adds an offset
+    # to the no_relation logit, tuned on the dev part; temperature scaling (fit on the dev part) before AUPRC.
+    type_constraint: bool = False
+    prior_correction: bool = False
+    temperature: bool = False
+    skip_bad_rows: bool = False  # count and report bad rows instead of stopping at the first
+
+
+@dataclass
 class Config:
     task: str = "ner"  # ner | mlm | bilstm_crf | zeroresource
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -196,6 +240,7 @@ class Config:
     mlm: MLMConfig = field(default_factory=MLMConfig)
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    relation: RelationConfig = field(default_factory=RelationConfig)
 
 
 class ConfigError(ValueError):
@@ -220,12 +265,71 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         key, sep, text = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r}: expected key.sub=value")
-        value = yaml.safe_load(text) if text else ""
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError as err:  # one line, not a YAML traceback
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"override {item!r}: {text!r} is not a YAML value ({problem}); "
+                              f"quote it if it is meant as a string") from None
         nested: Any = value
         for part in reversed(key.strip().split(".")):
             nested = {part: nested}
         _merge(cfg, nested, where=f"override {item!r}")
+    validate(cfg, where=str(path) if path is not None else "config")
     return cfg
+
+
+# (dotted key, test, what it must be): checked at load, after the overrides, so a bad value stops
+# the run before any work with the key named. Types and Literal values are checked by _check_type.
+_RULES = [
+    ("train.lr", lambda v: v >= 0, ">= 0"),
+    ("train.max_steps", lambda v: v >= 0, ">= 0 (0 = from train.epochs)"),
+    ("train.batch_size", lambda v: v >= 1, ">= 1"),
+    ("train.accum_steps", lambda v: v >= 1, ">= 1"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.save_every", lambda v: v >= 0, ">= 0"),
+    ("train.eval_every", lambda v: v >= 0, ">= 0"),
+    ("train.weight_decay", lambda v: v >= 0, ">= 0"),
+    ("train.warmup_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("train.clip_grad_norm", lambda v: v >= 0, ">= 0 (0 = off)"),
+    ("train.adam_eps", lambda v: v > 0, "> 0"),
+    ("train.adam_betas", lambda v: len(v) == 2 and all(0 <= b < 1 for b in v), "two values in [0, 1)"),
+    ("train.time_budget_minutes", lambda v: v >= 0, ">= 0 (0 = no limit)"),
+    ("model.classifier_dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.max_train_sentences", lambda v: v >= 0, ">= 0 (0 = all)"),
+    ("data.max_eval_sentences", lambda v: v >= 0, ">= 0 (0 = all)"),
+    ("data.max_test_sentences", lambda v: v >= 0, ">= 0 (0 = all)"),
+    ("data.max_length", lambda v: v >= 3, ">= 3 (two special tokens and one piece)"),
+    ("data.fewshot_sizes", lambda v: all(n > 0 for n in v), "positive sizes"),
+    ("mlm.mask_prob", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("mlm.pieces_budget", lambda v: v >= 0, ">= 0"),
+    ("mlm.time_budget_minutes", lambda v: v >= 0, ">= 0 (0 = no limit)"),
+    ("mlm.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("bilstm.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("mapping.target_epochs", lambda v: v > 0, "> 0"),
+    ("mapping.target_lr", lambda v: v >= 0, ">= 0 (0 = train.lr)"),
+]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+def validate(cfg: Config, where: str = "config") -> None:
+    """Value checks the types cannot express; a ConfigError names the key and what it must be."""
+    for dotted, ok, must in _RULES:
+        section, _, key = dotted.partition(".")
+        value = getattr(getattr(cfg, section), key)
+        if not ok(value):
+            raise ConfigError(f"{where}: {dotted!r} must be {must}, got {value!r}")
+    t = cfg.train
+    if t.max_steps == 0 and t.epochs <= 0:
+        raise ConfigError(f"{where}: 'train.epochs' must be > 0 when train.max_steps is 0, got {t.epochs!r}")
+    if not 0 <= cfg.data.stride < cfg.data.max_length - 2:
+        raise ConfigError(f"{where}: 'data.stride' must be in [0, data.max_length - 2), got {cfg.data.stride!r}")
+    if t.name and (not _NAME.fullmatch(t.name) or ".." in t.name):
+        raise ConfigError(f"{where}: 'train.name' must be one folder name (letters, digits, . _ + = -, not "
+                          f"starting with a dot, no path separators), got {t.name!r}")
+    for _, field_name, spec, conversion in string.Formatter().parse(t.out_dir):
+        if field_name is not None and (field_name != "name" or spec or conversion):
+            raise ConfigError(f"{where}: 'train.out_dir' may hold only the placeholder {{name}}, got {t.out_dir!r}")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -252,11 +356,20 @@ def _merge(node: Any, raw: dict, where: str, prefix: str = "") -> None:
 
 def _check_type(value: Any, hint: Any, dotted: str, where: str) -> Any:
     origin = typing.get_origin(hint)
-    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+    if origin is Literal:  # an enum-like setting: one of the listed values, exactly
+        allowed = typing.get_args(hint)
+        if any(value == a and type(value) is type(a) for a in allowed):
+            return value
+        raise ConfigError(f"{where}: {dotted!r} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:  # YAML 1.1 reads 3 as int and 1e-4 (no dot) as a string
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            if not math.isfinite(number):  # nan / inf (YAML .nan, .inf, or the strings) are never a setting
+                raise ConfigError(f"{where}: {dotted!r} must be a finite number, got {value!r}")
+            return number
     if origin in (list, dict):
         if not isinstance(value, origin):
             raise ConfigError(f"{where}: {dotted!r} must be a {origin.__name__}, got {value!r}")

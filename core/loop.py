@@ -8,8 +8,17 @@ tensors with ``n_tokens``, the labelled tokens of the micro-batch; deterministic
 One optimizer step = ``accum_steps`` micro-batches fetched up front. Each micro-batch's summed
 loss is divided by the labelled tokens of the whole step (all ranks), so padding and uneven
 micro-batches weigh every token the same; under DDP the loss is multiplied by the world size
-because DDP averages gradients. The run directory gets metrics.jsonl, last.pt (the whole
-train state), best.pt (weights with the best dev metric) and, when profiling, trace.json/ops.txt.
+because DDP averages gradients. The run directory gets config.yaml (the settings the loop ran
+with, after any planning by the task), metrics.jsonl, last.pt (the whole train state), best.pt
+(weights with the best dev metric) and, when profiling, trace.json/ops.txt.
+
+Resume (``train.resume``) refuses a last.pt whose training-relevant settings differ (unless
+``train.resume_allow_changes``), drops the metrics.jsonl records after the checkpoint's step and
+the temp files of a killed save. Numerics: each step adds "loss or grad norm not finite" to a
+device counter; it is read at logging steps and before every evaluation/save (no extra host sync
+per step). In fp32/bf16 one such step raises ``NonFiniteError``; with the fp16 GradScaler (which
+skips such steps and lowers its scale) only a log window in which every step was skipped does.
+Weights that are not finite are never saved.
 """
 from __future__ import annotations
 
@@ -24,14 +33,16 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from core.checkpoint import (atomic_save, load_train_state, restore_train_state, save_last, set_rng_state,
-                             unwrap)
+from core.checkpoint import (NonFiniteError, atomic_save, check_finite, check_resume_config, clean_stale_temps,
+                             load_train_state, restore_train_state, save_last, set_rng_state, unwrap)
 from core.distributed import all_reduce, barrier, init_distributed, local_device
 from core.lazy_adamw import materialize
-from core.logging import RunLogger, log_window
+from core.logging import RunLogger, log_window, write_run_config
 from core.optim import build_optimizer, build_scheduler, clip_grad_norm
 from core.precision import autocast_context, build_grad_scaler, resolve_device, resolve_precision
 from core.profiler import build_profiler
+
+clock = time.perf_counter  # the time budget's clock (tests replace it)
 
 
 def fit(cfg, task, run_dir: str | Path) -> dict:
@@ -46,14 +57,27 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
     rank, world = dist_info.rank, dist_info.world
     model, optimizer, scheduler, scaler, total_steps, micro_per_epoch = build_training(task, t, device, precision,
                                                                                        rank, world)
-    step, epoch, batch_in_epoch, best = 0, 0, 0, None
+    step, epoch, batch_in_epoch, best, changes = 0, 0, 0, None, {}
     last_pt = run_dir / "last.pt"
+    logger = RunLogger(run_dir, enabled=dist_info.is_main)
+    if dist_info.is_main:
+        clean_stale_temps(run_dir)  # a save killed half-way left its temp file
     if t.resume and last_pt.is_file():
-        step, epoch, batch_in_epoch, best = resume(last_pt, model, optimizer, scheduler, scaler, device, rank)
+        step, epoch, batch_in_epoch, best, changes = resume(last_pt, cfg, model, optimizer, scheduler, scaler,
+                                                            device, rank)
+        logger.truncate_after(step)  # the records of steps after the checkpoint are re-made
+        if changes:
+            logger.print(f"note: resuming with changed settings (train.resume_allow_changes): {changes}")
+            logger.log({"step": step, "resume_changes": {k: list(v) for k, v in changes.items()}})
+    elif dist_info.is_main:  # a fresh run: a fresh log, and no best.pt of an earlier run to be tested by mistake
+        logger.truncate_after(-1)
+        (run_dir / "best.pt").unlink(missing_ok=True)
+    if dist_info.is_main:
+        write_run_config(cfg, run_dir)
+    scaled = scaler.is_enabled()  # fp16: the scaler skips non-finite steps itself
 
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
-    logger = RunLogger(run_dir, enabled=dist_info.is_main)
     profiler = build_profiler(cfg.profile, run_dir, device, enabled=dist_info.is_main)
     autocast = autocast_context(device, precision)
     logger.print(f"training {type(unwrap(model)).__name__} on {device} ({precision}, world {world}): "
@@ -62,7 +86,9 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
 
     def checkpoint(evaluate: bool) -> None:
         nonlocal best, last_metrics
+        check_numerics(window, count_nonfinite(window), window["steps"], step, scaled, scheduler)
         materialize(optimizer)  # on every rank, so DDP replicas stay identical
+        check_finite(unwrap(model).state_dict(), f"step {step}: the weights")
         if evaluate:
             last_metrics = evaluate_and_keep_best(task, model, step, epoch, run_dir, logger, best, t.save_best,
                                                   dist_info.is_main)
@@ -70,9 +96,9 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
         save_last(last_pt, model, optimizer, scheduler, scaler, step, epoch, batch_in_epoch, best, cfg, dist_info)
 
     last_metrics: dict = {}
-    window = {"loss": torch.zeros((), device=device), "labelled": 0, "tokens": 0, "steps": 0,
-              "start": time.perf_counter()}
-    start, stop = time.perf_counter(), False
+    window = {"loss": torch.zeros((), device=device), "nonfinite": torch.zeros((), device=device), "labelled": 0,
+              "tokens": 0, "steps": 0, "start": time.perf_counter()}
+    start, stop = clock(), False
     model.train()
     with profiler:
         while step < total_steps and not stop:
@@ -88,10 +114,13 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
                 profiler.step()
                 step, batch_in_epoch = step + 1, batch_in_epoch + len(micro)
                 window["loss"] += loss_sum
+                window["nonfinite"] += ~(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))  # on device
                 window["labelled"] += labelled
                 window["steps"] += 1
                 if step % t.log_every == 0 or step == total_steps:
-                    log_window(window, step, total_steps, epoch, scheduler, grad_norm, logger)
+                    steps_in_window = window["steps"]
+                    record = log_window(window, step, total_steps, epoch, scheduler, grad_norm, logger)
+                    check_numerics(window, record["nonfinite_steps"], steps_in_window, step, scaled, scheduler)
                 stop = out_of_time(start, t.time_budget_minutes, device)
                 evaluate = (t.eval_every and step % t.eval_every == 0) or step == total_steps or stop
                 if evaluate or (t.save_every and step % t.save_every == 0):
@@ -124,14 +153,34 @@ def build_training(task, t, device, precision: str, rank: int, world: int):
     return model, optimizer, scheduler, scaler, total_steps, micro_per_epoch
 
 
-def resume(last_pt: Path, model, optimizer, scheduler, scaler, device, rank: int):
-    """Load last.pt into the live objects and this rank's RNG; returns (step, epoch, batch_in_epoch, best)."""
+def resume(last_pt: Path, cfg, model, optimizer, scheduler, scaler, device, rank: int):
+    """Check last.pt's settings against ``cfg``, load it into the live objects and this rank's RNG;
+    returns (step, epoch, batch_in_epoch, best, the allowed setting changes)."""
     state = load_train_state(last_pt, map_location=device)
+    changes = check_resume_config(state["config"], cfg, last_pt)
     restore_train_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
                         restore_rng=False)
     rngs = state["extra"].get("rng_per_rank")
     set_rng_state(rngs[rank] if rngs and rank < len(rngs) else state["rng"])
-    return state["step"], state["epoch"], state["batch_in_epoch"], state["best_metric"]
+    return state["step"], state["epoch"], state["batch_in_epoch"], state["best_metric"], changes
+
+
+def count_nonfinite(window) -> int:
+    """Steps of the current log window whose loss or grad norm was not finite (one host sync, all ranks)."""
+    return int(all_reduce(window["nonfinite"].clone()).item())
+
+
+def check_numerics(window, nonfinite: int, steps: int, step: int, scaled: bool, scheduler) -> None:
+    """Raise NonFiniteError when the window's non-finite steps mean the run diverged: any of them in
+    fp32/bf16 (the update already used them), all of them under the fp16 GradScaler (which skips a
+    few overflowing steps by design)."""
+    window["nonfinite"].zero_()
+    if nonfinite == 0 or (scaled and nonfinite < steps):
+        return
+    raise NonFiniteError(
+        f"step {step}: the loss or gradient norm was NaN/infinite in {nonfinite} of the last {steps} steps "
+        f"(lr {scheduler.get_last_lr()[0]:.3g}); training stopped. last.pt and best.pt keep the last "
+        f"checkpoint before it (weights are never saved non-finite); lower train.lr or check the data")
 
 
 def train_step(model, task, micro: list[dict], labelled: int, optimizer, scheduler, scaler, autocast, device,
@@ -190,6 +239,7 @@ def evaluate_and_keep_best(task, model, step, epoch, run_dir, logger, best, save
         if best is None or value > best:
             best = value
             if save_best:
+                check_finite(unwrap(model).state_dict(), f"step {step}: best.pt")
                 atomic_save({"model": unwrap(model).state_dict(), "step": step, task.metric_name: value},
                             Path(run_dir) / "best.pt")
         metrics["best_metric"] = best
@@ -237,7 +287,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def out_of_time(start: float, budget_minutes: float, device) -> bool:
     if budget_minutes <= 0:
         return False
-    flag = torch.tensor(float(time.perf_counter() - start > 60 * budget_minutes), device=device)
+    flag = torch.tensor(float(clock() - start > 60 * budget_minutes), device=device)
     return bool(all_reduce(flag, op=torch.distributed.ReduceOp.MAX) > 0)
 
 

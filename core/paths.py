@@ -46,3 +46,26 @@ def confined(root: str | Path, relative: str | Path, key: str) -> Path:
     if target == root_resolved or root_resolved not in target.parents:
         raise ConfigError(f"{key}: {text!r} leaves {root} (resolves to {target})")
     return Path(root) / text
+
+
+def run_dir(train) -> Path:
+    """The run folder ``train.out_dir`` names (``runs/{name}``), with ``{name}`` confined to the folder
+    before it: an empty name, ``..`` or a path separator is a ConfigError naming ``train.name``; the
+    only placeholder out_dir may hold is ``{name}`` (no attribute access, no format spec)."""
+    import string
+
+    from core.config import ConfigError
+
+    out_dir, name = train.out_dir, train.name
+    fields = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(out_dir) if f is not None]
+    if any(f != "name" or spec or conv for f, spec, conv in fields):
+        raise ConfigError(f"train.out_dir: only the placeholder {{name}} is allowed, got {out_dir!r}")
+    if not fields:
+        return Path(out_dir)
+    if not name.strip():
+        raise ConfigError(f"train.name is empty: the run would write into {out_dir.split('{')[0] or '.'} itself")
+    if "/" in name or "\\" in name:
+        raise ConfigError(f"train.name: {name!r} must be one folder name (no path separators)")
+    prefix = out_dir.split("{", 1)[0]
+    root = prefix if prefix.endswith("/") else os.path.dirname(prefix)
+    return confined(root or ".", out_dir[len(root):].format(name=name), "train.name")

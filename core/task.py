@@ -8,10 +8,13 @@
         def evaluate(self, model) -> dict[str, float]: ...
         def run(self, cfg, run_dir) -> dict: ...           # the whole job: fit, test, export
 
-``core.loop.fit`` trains any such task; ``run`` is what ``train.py`` calls. The rule for every
-task: the weights that are tested and exported are the best-dev ones, read back from
-``run_dir/best.pt`` with ``restore_best`` (so a resumed run reports the same as an uninterrupted
-one: the file, not memory, holds them).
+``train.py`` calls ``task.run(cfg, run_dir)`` for every task (``Runnable``); a task trained by the
+loop is a ``Task`` and its ``run`` usually starts with ``fit_best``. A pipeline (zero-resource NER)
+is a ``Runnable`` whose stages are ``Task``s. The rule for every task: the weights that are tested
+and exported are the best-dev ones, read back from ``run_dir/best.pt`` (``restore_best``), and
+the best dev score is the one last.pt stores (``fit``'s ``best_metric``), so a resumed or
+re-resumed run reports and exports the same as an uninterrupted one: the files, not memory,
+hold them.
 """
 from __future__ import annotations
 
@@ -23,7 +26,12 @@ from torch import nn
 
 
 @runtime_checkable
-class Task(Protocol):
+class Runnable(Protocol):
+    def run(self, cfg, run_dir: str | Path) -> dict: ...
+
+
+@runtime_checkable
+class Task(Runnable, Protocol):
     metric_name: str
 
     def build_model(self) -> nn.Module: ...
@@ -34,16 +42,28 @@ class Task(Protocol):
 
     def evaluate(self, model: nn.Module) -> dict[str, float]: ...
 
-    def run(self, cfg, run_dir: str | Path) -> dict: ...
-
 
 def restore_best(model: nn.Module, run_dir: str | Path) -> dict:
     """Load run_dir/best.pt (weights only, no code runs) into ``model``; returns its other entries
     (step, the metric). Raises FileNotFoundError naming the file when the run never evaluated."""
+    from core.checkpoint import safe_load
+
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no best-dev checkpoint (the run never evaluated)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = safe_load(path)
     module = getattr(model, "module", model)
     getattr(module, "_orig_mod", module).load_state_dict(state["model"])
     return {k: v for k, v in state.items() if k != "model"}
+
+
+def fit_best(cfg, task, run_dir: str | Path) -> dict:
+    """``core.loop.fit``, then the best-dev weights from best.pt in the returned model (the last
+    weights only when ``train.save_best`` is off). The dict is fit's: "model", "best_metric" (from
+    last.pt on a resume), "metrics", "step"."""
+    from core.loop import fit
+
+    result = fit(cfg, task, run_dir)
+    if cfg.train.save_best:
+        restore_best(result["model"], run_dir)
+    return result

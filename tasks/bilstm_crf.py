@@ -1,8 +1,9 @@
 """Supervised BiLSTM-CRF NER: ``python train.py configs/bilstm_crf_de.yaml``.
 
-The task object follows core.loop's interface (build_model, train_batches, loss, evaluate,
-metric_name); ``run`` trains with core.loop.fit, reloads the best dev checkpoint and scores
-the test split. The helpers below (batching, prediction, F1) are shared with the zero-resource
+The task object is a core.task.Task (build_model, train_batches, loss, evaluate, metric_name,
+run); ``run`` trains with core.task.fit_best (the best-dev weights from best.pt) and scores the
+test split. The caps mean what they mean for every task: data.max_train_sentences,
+max_eval_sentences (dev) and max_test_sentences (test) are fixed-seed samples (data.sampling.downsample). The helpers below (batching, prediction, F1) are shared with the zero-resource
 pipeline (tasks/zeroresource.py).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from core.metrics import entity_f1
 from core.paths import cache_dir
 from data.conll import Sentence
 from data.labels import PANX_LABELS
+from data.sampling import downsample
 from data.sources import load_split, resolve_root
 from data.vocab import Vocab, count_chars, count_words, encode_batch
 from data.word_vectors import WordVectors, load_or_train
@@ -79,8 +81,9 @@ def initial_table(words: Vocab, vectors: WordVectors, seed: int) -> torch.Tensor
     return table
 
 
-def limit(sentences: list, n: int) -> list:
-    return sentences[:n] if n else sentences
+def limit(sentences: list, n: int, seed: int) -> list:
+    """The data.max_*_sentences cap: ``n`` sentences by a fixed-seed sample (file order kept); 0 = all."""
+    return downsample(sentences, n, seed) if n else sentences
 
 
 class BiLSTMCRFTask:
@@ -130,12 +133,9 @@ class BiLSTMCRFTask:
         return {"dev_f1": f1_on(model, self.dev, self.words, self.chars, self.cfg.bilstm.lowercase)}
 
     def run(self, cfg, run_dir) -> dict:
-        from core.loop import fit
-        result = fit(cfg, self, run_dir)
+        from core.task import fit_best
+        result = fit_best(cfg, self, run_dir)
         model = result["model"]
-        best = Path(run_dir) / "best.pt"
-        if best.is_file():
-            model.load_state_dict(torch.load(best, map_location="cpu")["model"])
         test_f1 = f1_on(model, self.test, self.words, self.chars, cfg.bilstm.lowercase)
         results = {"best_dev_f1": result["best_metric"], "test_f1": test_f1, "step": result["step"]}
         if is_main_process():
@@ -146,6 +146,7 @@ class BiLSTMCRFTask:
 def build_task(cfg) -> BiLSTMCRFTask:
     lang = cfg.data.train_langs[0]
     d = cfg.data
-    return BiLSTMCRFTask(cfg, limit(load_split(d, lang, "train"), d.max_train_sentences),
-                         limit(load_split(d, lang, "dev"), d.max_eval_sentences),
-                         limit(load_split(d, lang, "test"), d.max_eval_sentences))
+    seed = cfg.train.seed
+    return BiLSTMCRFTask(cfg, limit(load_split(d, lang, "train"), d.max_train_sentences, seed),
+                         limit(load_split(d, lang, "dev"), d.max_eval_sentences, seed),
+                         limit(load_split(d, lang, "test"), d.max_test_sentences, seed))

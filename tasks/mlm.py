@@ -11,7 +11,7 @@ the loop as ``train.time_budget_minutes``, which stops cleanly (evaluation + che
 ``train.max_steps`` is 0, run() first times a few real optimizer steps and sets max_steps so the
 learning-rate schedule reaches its end at the budget. On a CPU that other jobs share the speed
 drifts, so (``mlm.pace_batches``) each batch is sized to keep steps at the planned duration and
-the thread count follows what is fastest now (tasks/pacing.py).
+the thread count follows what is fastest now (core/pacing.py).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from torch import nn
 from data.code_switch import SwitchedCorpus, load_lexicon
 from data.masking import IGNORE_INDEX, MaskingCollator
 from data.text import encode_sentences, gather_text, ner_source_name, pack_sequences, split_heldout
-from tasks.pacing import BatchPacer, ThreadTuner
+from core.pacing import BatchPacer, ThreadTuner
 
 SEED_STRIDE = 1_000_003  # separates the (seed, epoch, batch) streams of random numbers
 
@@ -243,19 +243,19 @@ class MLMTask:
 
     # --- the whole job -----------------------------------------------------------------------
     def run(self, cfg, run_dir: str | Path) -> dict:
-        from core.loop import fit
+        """Plan the budget, fit (config.yaml is written by fit, after the planning), then export the
+        best-dev (held-out MLM accuracy) weights from best.pt and write mlm_summary.json."""
+        from core.task import fit_best
 
         run_dir = Path(run_dir)
         self.plan_budget(cfg)
         train_started = time.monotonic()
-        result = fit(cfg, self, run_dir)
+        result = fit_best(cfg, self, run_dir)
         train_seconds = time.monotonic() - train_started
-        model = _unwrap(result["model"] if isinstance(result, dict) else result)
-        final = result.get("metrics") if isinstance(result, dict) else None
-        if not final or self.metric_name not in final:
-            final = self.evaluate(model)
+        model = _unwrap(result["model"])
+        final = self.evaluate(model)  # the exported weights' held-out scores
         save_mini(model, self.tokenizer, run_dir / "model", cfg.mlm.export_dropout)
-        summary = {"steps": result.get("step") if isinstance(result, dict) else None,
+        summary = {"steps": result["step"],
                    "max_steps": cfg.train.max_steps, "train_seconds": round(train_seconds, 1),
                    "tokens": self.tokens_fed, "tokens_per_second": round(self.tokens_fed / max(train_seconds, 1e-9)),
                    "total_seconds": round(time.monotonic() - self.started, 1),
@@ -283,7 +283,21 @@ def save_mini(model: nn.Module, tokenizer, out_dir: Path, export_dropout: float)
 
 
 def run_directory(cfg) -> Path:
-    return Path(cfg.train.out_dir.format(name=cfg.train.name))
+    from core.paths import run_dir
+    return run_dir(cfg.train)
+
+
+def resume_planned_steps(cfg) -> None:
+    """A resumed time-budget run keeps the max_steps its first start planned (saved in last.pt),
+    instead of timing again: the same schedule, and last.pt's settings match."""
+    last = run_directory(cfg) / "last.pt"
+    m, t = cfg.mlm, cfg.train
+    if not (t.resume and last.is_file() and m.time_budget_minutes > 0 and m.pieces_budget <= 0 and t.max_steps == 0):
+        return
+    from core.checkpoint import safe_load
+
+    t.max_steps = int(safe_load(last, mmap=True)["config"]["train"]["max_steps"])
+    print(f"[mlm] resuming: train.max_steps = {t.max_steps} as planned by the first start", flush=True)
 
 
 def build_tokenizer(cfg, sentences: list[str], out_dir: Path):
@@ -331,6 +345,7 @@ def build_task(cfg) -> MLMTask:
     heldout = build_heldout(cfg, tokenizer, heldout_text, collate) if heldout_text else []
     task = MLMTask(cfg, tokenizer, train_pieces, heldout, started, switched)
     plan_pieces(cfg)
+    resume_planned_steps(cfg)
     first = task.epoch_pieces(0)
     print(f"[mlm] {len(first)} training sentences ({sum(map(len, first))} pieces in epoch 0"
           + (f", NER sentences code-switched at rate {cfg.mlm.code_switch_rate:g}" if switched else "")

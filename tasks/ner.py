@@ -29,6 +29,7 @@ from data.labels import IGNORE_INDEX, LabelSet, build_label_set
 from data.sampling import apply_mix, downsample, nested_fewshot
 from data.sources import ensure_files, load_split
 from data.windows import build_windows, stitch
+from models.tagger import CRFTagger, first_piece_view
 
 MINI_HINT = ("Offline? The mini configs (configs/mini_*.yaml) use the small model that "
              "`python train.py configs/mini_pretrain.yaml` writes to runs/mini_pretrain/model/, "
@@ -37,30 +38,6 @@ MINI_HINT = ("Offline? The mini configs (configs/mini_*.yaml) use the small mode
 
 class MissingCheckpointError(FileNotFoundError):
     """The encoder checkpoint named by model.name_or_path cannot be found."""
-
-
-class CRFTagger(nn.Module):
-    """A token classifier whose first-piece emissions feed a CRF (``model.head: crf``)."""
-
-    def __init__(self, tagger: nn.Module, crf: nn.Module):
-        super().__init__()
-        self.tagger, self.crf = tagger, crf
-
-    def forward(self, input_ids, attention_mask):
-        return self.tagger(input_ids, attention_mask)  # (B, T, K) emissions
-
-
-def first_piece_view(emissions: torch.Tensor, word_ids: torch.Tensor):
-    """Pack each row's owned first-piece positions to the left.
-
-    Returns emissions (B, W, K), mask (B, W) bool, positions (B, W) (index into T).
-    """
-    owned = word_ids >= 0  # (B, T)
-    W = max(int(owned.sum(1).max()), 1)
-    positions = torch.argsort((~owned).to(torch.int8), dim=1, stable=True)[:, :W]  # (B, W)
-    mask = torch.gather(owned, 1, positions)  # (B, W)
-    packed = torch.gather(emissions, 1, positions.unsqueeze(-1).expand(-1, -1, emissions.size(-1)))  # (B, W, K)
-    return packed, mask, positions
 
 
 def _autocast(device: torch.device, precision: str):
@@ -154,7 +131,6 @@ class NERTask:
                                            d.label_all_pieces)
         self.sampler = LengthBucketSampler([len(w) for w in self.train_windows], self.cfg.train.batch_size,
                                            seed=self.cfg.train.seed, bucket=d.bucket)
-        self.best_f1, self.best_state = -1.0, None
 
     # --- the task interface of core.loop.fit -------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -185,35 +161,32 @@ class NERTask:
             out[f"dev_f1_{lang}"] = score(model, sents, self.tokenizer, self.labels, self.cfg.data,
                                           self.cfg.train.batch_size * 2, self.cfg.train.precision)["f1"]
         out["dev_f1"] = sum(out.values()) / len(out)
-        if out["dev_f1"] > self.best_f1:  # kept in memory so test() needs no checkpoint format
-            self.best_f1 = out["dev_f1"]
-            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in _unwrap(model).state_dict().items()}
         return out
 
     # --- after training ------------------------------------------------------------------------
     def test(self, model: nn.Module) -> dict[str, dict]:
-        """Test scores on every eval_lang with the best dev weights."""
+        """Test scores on every eval_lang with ``model`` as it is (run() gives it the best-dev weights)."""
         model = _unwrap(model)
-        if self.best_state is not None:
-            model.load_state_dict(self.best_state)
         d = self.cfg.data
         return {lang: score(model, _cap(load_split(d, lang, "test"), d.max_test_sentences, self.cfg.train.seed),
                             self.tokenizer, self.labels, d, self.cfg.train.batch_size * 2, self.cfg.train.precision)
                 for lang in d.eval_langs}
 
     def run(self, cfg, run_dir: str | Path) -> dict:
-        from core.loop import fit
-        from scripts.gather_results import write_curve, write_results
+        """fit, then test and export the best-dev weights (best.pt); few-shot: once per size, each size
+        from the pretrained weights, in run_dir/k{size}."""
+        from core.results import write_curve, write_results
+        from core.task import fit_best
 
         run_dir = Path(run_dir)
         d = cfg.data
         if not d.fewshot_sizes:
-            model = fit(cfg, self, run_dir)["model"]
+            result = fit_best(cfg, self, run_dir)
             if not is_main_process():
                 return {}
-            scores = self.test(model)
-            save_trained(run_dir, model, self.tokenizer, self.labels)
-            return write_results(run_dir, cfg, scores, self.best_f1)
+            scores = self.test(result["model"])
+            save_trained(run_dir, result["model"], self.tokenizer, self.labels)
+            return write_results(run_dir, cfg, scores, result["best_metric"])
         base = self.base_train_sentences()
         subsets = nested_fewshot(load_split(d, d.fewshot_lang, "train"), d.fewshot_sizes, cfg.train.seed)
         curve = {}
@@ -221,12 +194,12 @@ class NERTask:
             self.set_train_sentences(base + subset)
             sub_cfg = copy.deepcopy(cfg)
             sub_cfg.train.name = f"{cfg.train.name}_k{size}"
-            model = fit(sub_cfg, self, run_dir / f"k{size}")["model"]
+            result = fit_best(sub_cfg, self, run_dir / f"k{size}")  # build_model: the pretrained weights again
             if not is_main_process():
                 continue
-            curve[size] = self.test(model)
-            save_trained(run_dir / f"k{size}", model, self.tokenizer, self.labels)
-            write_results(run_dir / f"k{size}", sub_cfg, curve[size], self.best_f1)
+            curve[size] = self.test(result["model"])
+            save_trained(run_dir / f"k{size}", result["model"], self.tokenizer, self.labels)
+            write_results(run_dir / f"k{size}", sub_cfg, curve[size], result["best_metric"])
         return write_curve(run_dir, cfg, curve) if curve else {}
 
 
@@ -278,17 +251,61 @@ def build_task(cfg) -> NERTask:
     return NERTask(cfg, tokenizer, labels, first_model=model)
 
 
-def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: LabelSet) -> Path:
-    """The tested weights in the HF layout (run_dir/model), plus crf.pt and labels.json."""
-    from models.export import save_pretrained
+def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: LabelSet, results: dict | None = None,
+                 cfg=None, dev: dict[str, list[Sentence]] | None = None, command: str | None = None) -> dict:
+    """Export the tested weights to run_dir/model: the HF layout with the tag names in config.json,
+    a CRF head's transitions as crf.safetensors, and a README.md model card (models/model_card.py).
 
-    out = Path(run_dir) / "model"
+    For a CRF head the dev sentences (``dev``; default: the run's dev sets, as training scored them)
+    are decoded twice, by our Viterbi and by the per-word argmax transformers would do, and the F1
+    difference goes into the card and into ``results`` (results.json, under "export"). cfg: the
+    run's config (default: run_dir's config.yaml, or its parent's for a few-shot k*/ folder).
+    command: the command that made the run (default: this process's train.py command line).
+    Returns the "export" entry.
+    """
+    import shlex
+    import sys
+
+    from core.config import load_config
+    from models.export import save_pretrained
+    from models.model_card import ner_card
+
+    run_dir = Path(run_dir)
+    out = run_dir / "model"
     model = _unwrap(model)
-    save_pretrained(model.tagger if isinstance(model, CRFTagger) else model, tokenizer, out)
-    if isinstance(model, CRFTagger):
-        torch.save(model.crf.state_dict(), out / "crf.pt")
-    (out / "labels.json").write_text(json.dumps(list(labels.tags)))
-    return out
+    if cfg is None:
+        found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]
+        cfg = load_config(found[0]) if found else load_config()
+    crf = isinstance(model, CRFTagger)
+    decoding = None
+    if crf:
+        d = cfg.data
+        if dev is None:
+            langs = dict.fromkeys(d.train_langs + ([d.fewshot_lang] if d.fewshot_lang else []))
+            dev = {lang: _cap(load_split(d, lang, "dev"), d.max_eval_sentences, cfg.train.seed) for lang in langs}
+        args = (tokenizer, labels, d, cfg.train.batch_size * 2, cfg.train.precision)
+        viterbi = {lang: score(model, sents, *args)["f1"] for lang, sents in dev.items()}
+        argmax = {lang: score(model.tagger, sents, *args)["f1"] for lang, sents in dev.items()}
+        decoding = {"dev_f1_viterbi": viterbi, "dev_f1_argmax": argmax,
+                    "difference": sum(viterbi.values()) / len(viterbi) - sum(argmax.values()) / len(argmax),
+                    "sentences": sum(len(s) for s in dev.values())}
+    if command is None:
+        previous = ((results or {}).get("export") or {}).get("command")
+        if Path(sys.argv[0]).name == "train.py":
+            command = "python train.py " + shlex.join(sys.argv[1:])
+        else:
+            command = previous or f"python train.py {shlex.quote(str(run_dir / 'config.yaml'))}  # the run's merged config"
+    card = ner_card(cfg, results, decoding, command, crf, model_dir=str(out))
+    extra = {"crf.safetensors": model.crf.state_dict()} if crf else None
+    save_pretrained(model.tagger if crf else model, tokenizer, out, id2label=list(labels.tags), card=card,
+                    extra_tensors=extra)
+    for stale in ("labels.json", "crf.pt"):  # the old layout's side files (tag names now in config.json)
+        (out / stale).unlink(missing_ok=True)
+    export = {"model_dir": "model", "head": "crf" if crf else "linear", "command": command, "decoding": decoding}
+    if results is not None:
+        results["export"] = export
+        (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    return export
 
 
 def write_tiny_checkpoint(out_dir: str | Path, sentences: list[Sentence], vocab_size: int = 600,

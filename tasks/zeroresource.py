@@ -209,12 +209,14 @@ class EncodedBatches:
 
 
 def fit_stage(cfg, stage: TaggingStage, run_dir: Path, epochs: float, lr: float = 0.0):
-    from core.loop import fit
+    """One stage in its own folder, by the rule of every task (core.task.fit_best): the returned model
+    holds the stage's best-dev weights from best.pt, and ``train.resume`` continues the stage from
+    its last.pt (a finished stage returns at once)."""
+    from core.task import fit_best
     stage_cfg = copy.deepcopy(cfg)
     stage_cfg.train.epochs = epochs
     stage_cfg.train.lr = lr or cfg.train.lr
-    stage_cfg.train.resume = False
-    result = fit(stage_cfg, stage, run_dir)
+    result = fit_best(stage_cfg, stage, run_dir)
     return result["model"].eval()
 
 
@@ -241,11 +243,12 @@ class ZeroResourceTask:
         src_lang, tgt_lang = m.source_lang, m.target_lang
         space = build_space(cfg, log=print)  # vectors, mapping, BLI, translation table
         results: dict = {"bli": space.bli}
-        src_train = limit(load_split(d, src_lang, "train"), d.max_train_sentences)
-        src_dev = limit(load_split(d, src_lang, "dev"), d.max_eval_sentences)
+        seed = cfg.train.seed  # every cap is a fixed-seed sample (tasks/bilstm_crf.py::limit)
+        src_train = limit(load_split(d, src_lang, "train"), d.max_train_sentences, seed)
+        src_dev = limit(load_split(d, src_lang, "dev"), d.max_eval_sentences, seed)
         tgt_unlabelled = [Sentence(s.words, ["O"] * len(s.words)) for s in  # tags dropped here
-                          limit(load_split(d, tgt_lang, "train"), m.max_pseudo_sentences)]
-        tgt_test = limit(load_split(d, tgt_lang, "test"), d.max_test_sentences)
+                          limit(load_split(d, tgt_lang, "train"), m.max_pseudo_sentences, seed)]
+        tgt_test = limit(load_split(d, tgt_lang, "test"), d.max_test_sentences, seed)
         # Characters of source train + unlabelled train text of every PAN-X language the pipeline serves,
         # so that one (cached) source model fits all targets.
         space.chars = Vocab.build(count_chars(src_train) + sum(
@@ -304,18 +307,16 @@ class ZeroResourceTask:
                           len(space.chars), space.rows], sort_keys=True, default=str)
         path = cache_dir() / "zeroresource" / f"source_{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
         if path.is_file():
+            from core.checkpoint import safe_load
             model = make_model()
-            model.load_state_dict(torch.load(path, map_location="cpu"))
+            model.load_state_dict(safe_load(path))
             print(f"source model from {path}", flush=True)
             return model.eval()
         space.current = "source"
         stage = TaggingStage(cfg, space, train, dev, "source", make_model)
-        model = fit_stage(cfg, stage, run_dir / "source", cfg.train.epochs)
-        best = run_dir / "source" / "best.pt"
-        if best.is_file():
-            model.load_state_dict(torch.load(best, map_location="cpu")["model"])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), path)
+        model = fit_stage(cfg, stage, run_dir / "source", cfg.train.epochs)  # best-dev weights
+        from core.checkpoint import atomic_save
+        atomic_save(model.state_dict(), path)
         return model.eval()
 
 

@@ -80,6 +80,11 @@ class ToyTask:
             loss = self.loss(model, batch) / batch["n_tokens"]
         return {"neg_loss": -float(loss)}
 
+    def run(self, cfg, run_dir):
+        from core.task import fit_best
+        result = fit_best(cfg, self, run_dir)
+        return {"best_metric": result["best_metric"], "step": result["step"]}
+
 
 def collate(items):
     T = max(len(ids) for ids, _ in items)
@@ -174,7 +179,7 @@ def test_stop_at_max_steps_then_resume(tmp_path, lazy):
     full = final_weights(fit(cfg, ToyTask(cfg, dropout=0.2), tmp_path / "full"))
     first = toy_config(tmp_path, *over, "train.max_steps=5")
     fit(first, ToyTask(first, dropout=0.2), tmp_path / "cut")
-    second = toy_config(tmp_path, *over, "train.max_steps=11", "train.resume=true")
+    second = toy_config(tmp_path, *over, "train.max_steps=11", "train.resume=true", "train.resume_allow_changes=true")
     resumed = final_weights(fit(second, ToyTask(second, dropout=0.2), tmp_path / "cut"))
     for name in full:
         if lazy:
@@ -197,7 +202,8 @@ def test_run_dir_outputs(tmp_path):
     assert best["neg_loss"] == result["best_metric"]
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert last["step"] == 16 and last["config"]["train"]["batch_size"] == 4
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "config.yaml", "last.pt",
+                                                                    "metrics.jsonl"]
 
 
 def test_profiler_writes_trace_with_phases(tmp_path):
@@ -229,11 +235,13 @@ def test_train_py_runs_registry_task_and_writes_config(tmp_path, monkeypatch, ca
     written = yaml.safe_load((tmp_path / "toy" / "config.yaml").read_text())
     assert written["task"] == "toy" and written["train"]["batch_size"] == 8 and written["train"]["resume"] is False
     assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 4
-    assert train.main(args + ["train.epochs=2", "--resume"]) == 0  # continues from step 4
-    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 8
-    assert "resumed at step 4" in capsys.readouterr().out
-    assert train.main([args[0], "--resume", *args[1:], "train.epochs=3"]) == 0  # --resume before overrides
-    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=False)["step"] == 12
+    assert train.main(args + ["train.epochs=2", "--resume-force"]) == 0  # continues from step 4
+    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=True)["step"] == 8
+    out = capsys.readouterr().out
+    assert "resumed at step 4" in out and "train.epochs" in out  # the allowed change is named
+    assert train.main([args[0], "--resume-force", *args[1:], "train.epochs=3"]) == 0  # flag before overrides
+    assert torch.load(tmp_path / "toy" / "last.pt", weights_only=True)["step"] == 12
+    assert yaml.safe_load((tmp_path / "toy" / "config.yaml").read_text())["train"]["epochs"] == 3
 
 
 def test_train_py_setup_error_exits_2_without_traceback(tmp_path, monkeypatch, capsys):

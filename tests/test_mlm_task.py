@@ -19,7 +19,7 @@ from data.text import gather_text, pack_sequences, read_text_file, split_heldout
 from models.encoder import XLMRConfig
 from models.heads import XLMRForMaskedLM
 from tasks.mlm import MLMTask, masked_lm_loss
-from tasks.pacing import BatchPacer, ThreadTuner
+from core.pacing import BatchPacer, ThreadTuner
 
 
 def _sentences(n: int, seed: int = 0, long_every: int = 0) -> list[list[int]]:
