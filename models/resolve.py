@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from core.paths import cache_dir
-from data.download import DownloadError, download
+from data.download import DownloadError, download, remote_info
 
 ALIASES = {"xlm-roberta-base": "FacebookAI/xlm-roberta-base", "xlm-roberta-large": "FacebookAI/xlm-roberta-large"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -55,23 +53,11 @@ def endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
 
 
-def _remote_size(url: str) -> int | None:
-    """HEAD request; None when the file does not exist (404) or the size is not announced."""
-    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "xlt/1.0"})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            size = r.headers.get("X-Linked-Size") or r.headers.get("Content-Length")
-            return int(size) if size is not None else -1
-    except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise DownloadError(f"{url}: {getattr(e, 'reason', e)}") from None
-
-
 def download_model(repo: str, dest: Path, need_weights: bool = True) -> Path:
-    """config.json, the first weight file that exists remotely, and the tokenizer files."""
+    """config.json, the first weight file that exists remotely, and the tokenizer files.
+
+    Each file's size and (for LFS files) sha256 come from the Hub's HEAD answer and are checked.
+    """
     base = f"{endpoint()}/{repo}/resolve/main"
     download(f"{base}/config.json", dest / "config.json")
     groups = ([WEIGHT_FILES] if need_weights else []) + [TOKENIZER_FILES]
@@ -81,9 +67,9 @@ def download_model(repo: str, dest: Path, need_weights: bool = True) -> Path:
             if (dest / name).is_file():
                 found = True
                 continue
-            size = _remote_size(f"{base}/{name}")
-            if size is not None:
-                download(f"{base}/{name}", dest / name, None if size < 0 else size)
+            info = remote_info(f"{base}/{name}")
+            if info.exists:
+                download(f"{base}/{name}", dest / name, info.size, info.sha256, remote=info)
                 found = True
                 if group is WEIGHT_FILES:
                     break

@@ -1,10 +1,9 @@
 """Model resolution: local folder, HF cache layout, download from a loopback HTTP server
-(with resume of a partial file and a size check), and the offline error message."""
+(resumption of a dropped transfer, size and the Hub's sha256 checked), the offline error message."""
 from __future__ import annotations
 
+import hashlib
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from models.export import save_pretrained
 from models.heads import XLMRForTokenClassification
 from models.resolve import resolve_model_dir
 from data.tokenizer import XLMRTokenizer
+from loopback import Server
 
 
 @pytest.fixture(scope="module")
@@ -30,51 +30,6 @@ def tiny_checkpoint(tmp_path_factory):
     model.init_weights(torch.Generator().manual_seed(0))
     save_pretrained(model, tok, folder / "ckpt")
     return folder / "ckpt"
-
-
-class Server:
-    """Serves {root}/{repo}/resolve/main/{file} with HEAD, GET and Range; records requests."""
-
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.requests, self.honour_range = files, [], True
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _body(self):
-                return outer.files.get(self.path)
-
-            def do_HEAD(self):
-                body = self._body()
-                outer.requests.append(("HEAD", self.path, None))
-                self.send_response(404 if body is None else 200)
-                self.send_header("Content-Length", "0" if body is None else str(len(body)))
-                self.end_headers()
-
-            def do_GET(self):
-                body = self._body()
-                rng = self.headers.get("Range")
-                outer.requests.append(("GET", self.path, rng))
-                if body is None:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                start = int(rng.split("=")[1].split("-")[0]) if rng and outer.honour_range else 0
-                self.send_response(206 if start else 200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                self.wfile.write(body[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -139,17 +94,47 @@ def test_resume_of_truncated_partial_file(tiny_checkpoint, server, tmp_path):
     url = f"{server.url}/FacebookAI/xlm-roberta-base/resolve/main/model.safetensors"
     full = (tiny_checkpoint / "model.safetensors").read_bytes()
     dest = tmp_path / "model.safetensors"
-    (tmp_path / "model.safetensors.part").write_bytes(full[:1000])
+    server.drop_after = 1000  # the connection drops after 1000 bytes: the part stays for resuming
+    with pytest.raises(DownloadError, match="kept for resuming"):
+        download(url, dest, expected_size=len(full))
+    assert not dest.exists() and (tmp_path / "model.safetensors.part").stat().st_size == 1000
     download(url, dest, expected_size=len(full))
     assert dest.read_bytes() == full and not (tmp_path / "model.safetensors.part").exists()
     assert server.requests[-1] == ("GET", "/FacebookAI/xlm-roberta-base/resolve/main/model.safetensors",
                                    "bytes=1000-")
     # A server that ignores Range: the download restarts from zero and is still correct.
-    server.honour_range = False
+    server.honour_range, server.drops = False, 1
     dest.unlink()
-    (tmp_path / "model.safetensors.part").write_bytes(full[:1000])
+    with pytest.raises(DownloadError):
+        download(url, dest, expected_size=len(full))
     download(url, dest, expected_size=len(full))
     assert dest.read_bytes() == full
+    assert [r[2] for r in server.gets()[-2:]] == [None, "bytes=1000-"]  # asked to resume, got all
+
+
+def test_lfs_sha256_from_the_hub_is_checked(tiny_checkpoint, server, isolated, monkeypatch):
+    """The Hub's HEAD gives X-Linked-Size and X-Linked-Etag (sha256) for LFS files: a corrupt
+    weight file is refused, not cached; a good one loads."""
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    server.linked = True
+    weights = "/FacebookAI/xlm-roberta-base/resolve/main/model.safetensors"
+    good = server.files[weights]
+    real_get = server.httpd.RequestHandlerClass.do_GET
+
+    def corrupt_get(handler):  # the CDN serves one flipped byte
+        if handler.path == weights:
+            server.files[weights] = good[:-1] + bytes([good[-1] ^ 1])
+        try:
+            real_get(handler)
+        finally:
+            server.files[weights] = good
+    monkeypatch.setattr(server.httpd.RequestHandlerClass, "do_GET", corrupt_get)
+    with pytest.raises(FileNotFoundError, match=f"sha256 .* differs from the server's {hashlib.sha256(good).hexdigest()}"):
+        resolve_model_dir("xlm-roberta-base")
+    cached = isolated / "xlt" / "models" / "FacebookAI--xlm-roberta-base"
+    assert not (cached / "model.safetensors").exists() and not (cached / "model.safetensors.part").exists()
+    monkeypatch.setattr(server.httpd.RequestHandlerClass, "do_GET", real_get)
+    assert (resolve_model_dir("xlm-roberta-base") / "model.safetensors").read_bytes() == good
 
 
 def test_progress_in_a_log_file_is_a_few_lines(server, tmp_path, capsys):
