@@ -66,3 +66,74 @@ def _prf(hit: int, found: int, gold: int) -> dict:
 def _check(true, pred) -> None:
     if len(true) != len(pred) or any(len(t) != len(p) for t, p in zip(true, pred)):
         raise ValueError("gold and predicted tag sequences differ in number or length")
+
+
+# ---- relation extraction (KLUE-RE's definitions) ----------------------------------------------
+def relation_micro_f1(gold, pred, no_relation: int = 0) -> float:
+    """Micro-F1 x 100 over every label except ``no_relation`` (KLUE-RE): a prediction counts when it
+    is not no_relation; it is right when it equals the gold label; gold no_relation rows add no recall."""
+    import numpy as np
+
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    if gold.shape != pred.shape:
+        raise ValueError(f"gold {gold.shape} and pred {pred.shape} differ")
+    hit = int(((gold == pred) & (gold != no_relation)).sum())
+    found, wanted = int((pred != no_relation).sum()), int((gold != no_relation).sum())
+    return 100.0 * _prf(hit, found, wanted)["f1"]
+
+
+def precision_recall_points(y_true, scores):
+    """(precision, recall) of one binary problem at every distinct score, as sklearn's
+    precision_recall_curve gives them (recall decreasing, ending at precision 1, recall 0)."""
+    import numpy as np
+
+    y, s = np.asarray(y_true, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    precision, recall = tps / (tps + fps), tps / tps[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0]
+
+
+def klue_auprc(probs, gold, num_classes: int | None = None) -> dict:
+    """KLUE-RE's AUPRC: per class one-vs-rest, the trapezoid area under the precision-recall points
+    (not average precision), averaged over the classes, x 100.
+
+    A class without a positive in ``gold`` has no recall and is left out of the average; it is
+    listed under "without_positives". Returns {"auprc", "per_class": {class: area x 100}, "without_positives"}.
+    """
+    import numpy as np
+
+    probs, gold = np.asarray(probs, dtype=np.float64), np.asarray(gold)
+    K = num_classes or probs.shape[1]
+    per_class, missing = {}, []
+    for c in range(K):
+        positives = gold == c
+        if not positives.any():
+            missing.append(c)
+            continue
+        precision, recall = precision_recall_points(positives, probs[:, c])
+        per_class[c] = 100.0 * float(-np.trapezoid(precision, recall))  # recall decreases: area is -trapz
+    score = float(np.mean(list(per_class.values()))) if per_class else 0.0
+    return {"auprc": score, "per_class": per_class, "without_positives": missing}
+
+
+def type_pair_scores(pairs: list[str], gold, pred, no_relation: int = 0) -> dict:
+    """Per entity-type pair ("PER-ORG"): examples, gold relations, predicted relations, micro-F1 x 100
+    (no_relation excluded) and the no_relation <-> relation confusions (false positives / negatives)."""
+    import numpy as np
+
+    gold, pred = np.asarray(gold), np.asarray(pred)
+    out = {}
+    for pair in sorted(set(pairs)):
+        rows = np.array([p == pair for p in pairs])
+        g, p = gold[rows], pred[rows]
+        out[pair] = {"n": int(rows.sum()), "gold_relations": int((g != no_relation).sum()),
+                     "pred_relations": int((p != no_relation).sum()),
+                     "f1": relation_micro_f1(g, p, no_relation),
+                     "false_relation": int(((g == no_relation) & (p != no_relation)).sum()),
+                     "missed_relation": int(((g != no_relation) & (p == no_relation)).sum()),
+                     "wrong_relation": int(((g != no_relation) & (p != no_relation) & (g != p)).sum())}
+    return out
