@@ -6,8 +6,9 @@ Three formats, one sentence per block, blank lines between blocks:
 - ``token``:  ``Savoyer B-LOC``             (classic CoNLL; tab or spaces)
 - ``xtreme``: ``de:Savoyer<TAB>B-LOC``      (XTREME's PAN-X files; the prefix becomes ``lang``)
 
-``fmt="auto"`` decides from the first data line of the file. A malformed line or a tag
-outside the label set is a :class:`ConllError` naming the file and line number.
+``fmt="auto"`` decides from the first data line of the file. A malformed line, a tag outside
+the label set or bytes that are not UTF-8 are a :class:`ConllError` naming the file and line
+number; a byte-order mark at the start of the file is accepted.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from data.labels import PANX_LABELS, is_iob2_tag
+from data.lines import utf8_lines
 
 FORMATS = ("index", "token", "xtreme")
 _XTREME_TOKEN = re.compile(r"^([a-z]{2,3}):(.+)$")
@@ -72,44 +74,44 @@ def read_conll(path: str | Path, tag_map: dict[str, str] | None = None, fmt: str
             sentences.append(Sentence(words, tags, sent_lang))
         words, tags, sent_lang = [], [], lang
 
-    with path.open(encoding="utf-8") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = raw.rstrip("\r\n")
-            if not line.strip():
-                flush()
-                continue
-            if line.startswith("-DOCSTART-"):
-                continue
-            if fmt == "auto":
-                try:
-                    fmt = detect_format(line)
-                except ConllError as err:
-                    raise ConllError(f"{path}:{lineno}: {err}") from None
-            cols = line.split("\t") if "\t" in line else line.split()
-            if fmt == "index":
-                if len(cols) != 3 or not cols[0].isdigit():
-                    if line.startswith("#"):
-                        continue  # CoNLL-U comment line
-                    raise ConllError(f"{path}:{lineno}: expected 'index<TAB>token<TAB>tag', got {line!r}")
-                word, tag = cols[1], cols[2]
-            else:
-                if len(cols) != 2:
-                    raise ConllError(f"{path}:{lineno}: expected 'token tag', got {line!r}")
-                word, tag = cols
-                if fmt == "xtreme":
-                    match = _XTREME_TOKEN.match(word)
-                    if not match:
-                        raise ConllError(f"{path}:{lineno}: expected 'lang:token<TAB>tag', got {line!r}")
-                    sent_lang, word = match.group(1), match.group(2)
-            if word == "":
-                raise ConllError(f"{path}:{lineno}: empty token in {line!r}")
-            tag = tag_map.get(tag, tag)
-            if tag not in valid and ((allowed is not None and tag not in allowed) or not is_iob2_tag(tag)):
-                known = ", ".join(sorted(allowed)) if allowed is not None else "IOB2 tags"
-                raise ConllError(f"{path}:{lineno}: unknown tag {tag!r} (known: {known}; "
-                                 f"rename tags with data.tag_map, e.g. B-MISC: O)")
-            words.append(word)
-            tags.append(tag)
+    for lineno, line in utf8_lines(path, ConllError):
+        if not line.strip():
+            flush()
+            continue
+        if line.startswith("-DOCSTART-"):
+            continue
+        if fmt == "auto":
+            try:
+                fmt = detect_format(line)
+            except ConllError as err:
+                if line.startswith("#"):
+                    continue  # a comment line before the first token line (CoNLL-U '# sent_id = 1')
+                raise ConllError(f"{path}:{lineno}: {err}") from None
+        cols = line.split("\t") if "\t" in line else line.split()
+        if fmt == "index":
+            if len(cols) != 3 or not cols[0].isdigit():
+                if line.startswith("#"):
+                    continue  # CoNLL-U comment line
+                raise ConllError(f"{path}:{lineno}: expected 'index<TAB>token<TAB>tag', got {line!r}")
+            word, tag = cols[1], cols[2]
+        else:
+            if len(cols) != 2:
+                raise ConllError(f"{path}:{lineno}: expected 'token tag', got {line!r}")
+            word, tag = cols
+            if fmt == "xtreme":
+                match = _XTREME_TOKEN.match(word)
+                if not match:
+                    raise ConllError(f"{path}:{lineno}: expected 'lang:token<TAB>tag', got {line!r}")
+                sent_lang, word = match.group(1), match.group(2)
+        if word == "":
+            raise ConllError(f"{path}:{lineno}: empty token in {line!r}")
+        tag = tag_map.get(tag, tag)
+        if tag not in valid and ((allowed is not None and tag not in allowed) or not is_iob2_tag(tag)):
+            known = ", ".join(sorted(allowed)) if allowed is not None else "IOB2 tags"
+            raise ConllError(f"{path}:{lineno}: unknown tag {tag!r} (known: {known}; "
+                             f"rename tags with data.tag_map, e.g. B-MISC: O)")
+        words.append(word)
+        tags.append(tag)
     flush()
     return sentences
 

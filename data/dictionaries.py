@@ -4,29 +4,32 @@
     seed, missing = index_pairs(pairs, src_index, tgt_index)                            # (P, 2) long
 
 Formats, told apart per line: ``src tgt`` / ``src<TAB>tgt`` (MUSE, dm-bli, coastalcph) and
-``tgt @ src`` (hunalign-dict-muse). A spec string may list several files separated by commas
+``tgt @ src`` (hunalign-dict-muse); blank lines are skipped, any other line is an error naming
+the file and line. A spec string may list several files separated by commas
 and end a file with ``:reversed`` to swap the sides (en-de files serve as de-en).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from data.lines import TextFileError, utf8_lines
+
 
 def read_dictionary(path: str | Path, reverse: bool = False, lowercase: bool = True) -> list[tuple[str, str]]:
     pairs = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for line in handle:
-            line = line.rstrip("\n")
-            if " @ " in line:
-                tgt, src = line.split(" @ ", 1)
-            else:
-                parts = line.split("\t") if "\t" in line else line.split()
-                if len(parts) != 2:
-                    continue
-                src, tgt = parts
-            if lowercase:
-                src, tgt = src.lower(), tgt.lower()
-            pairs.append((tgt, src) if reverse else (src, tgt))
+    for lineno, line in utf8_lines(path):  # not UTF-8: an error naming the file and line
+        if not line.strip():
+            continue
+        if " @ " in line:
+            tgt, src = line.split(" @ ", 1)
+        else:
+            parts = line.split("\t") if "\t" in line else line.split()
+            if len(parts) != 2:
+                raise TextFileError(f"{path}:{lineno}: expected 'source target' or 'target @ source', got {line!r}")
+            src, tgt = parts
+        if lowercase:
+            src, tgt = src.lower(), tgt.lower()
+        pairs.append((tgt, src) if reverse else (src, tgt))
     return pairs
 
 

@@ -6,7 +6,9 @@
 Files are looked up under the data root (``cfg.data.root``, else ``core.paths.data_root()``),
 then in the download cache. When a file is missing and ``cfg.data.url_template`` is set it is
 downloaded into the cache with ``data.download.download``; offline, the error names every
-missing file and where to put it.
+missing file and where to put it. ``ensure_files`` also parses every needed split up front, so
+a malformed, non-UTF-8 or empty file (each split needs a sentence) stops a run before training,
+with the file named.
 
 Single-file languages (``cfg.data.val_only_langs``, WikiNEuRal fr/it ship only ``val.conllu``)
 get train/dev/test by a fixed-seed shuffle of that file's sentences: the first
@@ -19,8 +21,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from core.paths import cache_dir, data_root
-from data.conll import Sentence, read_conll
+from core.config import ConfigError
+from core.paths import cache_dir, confined, data_root
+from data.conll import ConllError, Sentence, read_conll
 
 SPLITS = ("train", "dev", "test")
 
@@ -34,14 +37,21 @@ def resolve_root(data_cfg) -> Path:
 
 
 def relative_path(data_cfg, lang: str, split: str) -> str:
-    """The file's path relative to the data root, e.g. ``panx/de/val.conllu`` for de/dev."""
+    """The file's path relative to the data root, e.g. ``panx/de/val.conllu`` for de/dev.
+
+    A layout that is absolute or climbs out with ``..`` is a ConfigError naming ``data.layout``.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if lang not in data_cfg.layout:
         raise KeyError(f"no file layout for language {lang!r}; add it to data.layout "
                        f"(known: {', '.join(sorted(data_cfg.layout))})")
     stem = data_cfg.split_names["dev"] if lang in data_cfg.val_only_langs else data_cfg.split_names[split]
-    return data_cfg.layout[lang].format(lang=lang, split=stem)
+    rel = data_cfg.layout[lang].format(lang=lang, split=stem)
+    if not rel.strip() or Path(rel).is_absolute() or ".." in Path(rel).parts or "\\" in rel:
+        raise ConfigError(f"data.layout[{lang!r}]: {rel!r} must be a relative path inside the data root "
+                          f"and the download cache (no '..', no absolute path)")
+    return rel
 
 
 def split_path(data_cfg, lang: str, split: str) -> Path:
@@ -56,9 +66,13 @@ def split_path(data_cfg, lang: str, split: str) -> Path:
     return resolve_root(data_cfg) / rel
 
 
-def ensure_files(data_cfg, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Path]:
-    """Paths for (lang, split) pairs; downloads missing ones if ``url_template`` is set, else one
-    :class:`MissingDataError` listing all of them."""
+def ensure_files(data_cfg, wanted: list[tuple[str, str]], read: bool = True) -> dict[tuple[str, str], Path]:
+    """Paths for (lang, split) pairs, checked before any long work.
+
+    Missing files are downloaded if ``url_template`` is set, else one :class:`MissingDataError`
+    lists all of them. With ``read`` every split is also parsed: a malformed or non-UTF-8 line, or
+    a split without a single sentence, is a :class:`ConllError` naming the file (and line).
+    """
     found, missing = {}, []
     for lang, split in wanted:
         path = split_path(data_cfg, lang, split)
@@ -74,6 +88,10 @@ def ensure_files(data_cfg, wanted: list[tuple[str, str]]) -> dict[tuple[str, str
             f"NER data files not found:\n  {names}\nPut them there (CoNLL columns 'index token tag', "
             f"see docs/NER.md), point data.root or $XLT_DATA_ROOT at a folder that has them, or set "
             f"data.url_template to download them into {cache_dir() / 'data'}.")
+    if read:
+        parsed: dict[Path, list[Sentence]] = {}
+        for (lang, split), path in found.items():
+            _read_split(data_cfg, lang, split, path, parsed)
     return found
 
 
@@ -81,9 +99,9 @@ def _download(data_cfg, lang: str, split: str) -> Path:
     from data.download import download  # the ENCODER engineer's generic HTTPS download
 
     rel = relative_path(data_cfg, lang, split)
-    stem = Path(rel).stem
-    url = data_cfg.url_template.format(lang=lang, split=stem)
-    return download(url, cache_dir() / "data" / rel)
+    dest = confined(cache_dir() / "data", rel, f"data.layout[{lang!r}]")  # symlinks may not lead out either
+    url = data_cfg.url_template.format(lang=lang, split=Path(rel).stem)
+    return download(url, dest)
 
 
 def carve_split(sentences: list[Sentence], split: str, sizes: dict[str, int], seed: int) -> list[Sentence]:
@@ -97,10 +115,30 @@ def carve_split(sentences: list[Sentence], split: str, sizes: dict[str, int], se
     return [sentences[i] for i in sorted(parts[split])]
 
 
-def load_split(data_cfg, lang: str, split: str) -> list[Sentence]:
-    """Sentences of ``lang``'s ``split`` with ``data_cfg.tag_map`` applied; ``lang`` set on each."""
-    path = ensure_files(data_cfg, [(lang, split)])[(lang, split)]
-    sentences = read_conll(path, tag_map=data_cfg.tag_map, lang=lang)
+def _read_split(data_cfg, lang: str, split: str, path: Path,
+                parsed: dict[Path, list[Sentence]] | None = None) -> list[Sentence]:
+    """Parse ``path`` (once per ``parsed`` cache), carve if needed; an empty split is a ConllError."""
+    parsed = {} if parsed is None else parsed
+    if path not in parsed:
+        parsed[path] = read_conll(path, tag_map=data_cfg.tag_map, lang=lang)
+    sentences = parsed[path]
+    if not sentences:
+        raise ConllError(f"{path}: no sentences (empty, or only blank and comment lines); "
+                         f"{lang} {split} needs at least one")
     if lang in data_cfg.val_only_langs:
-        sentences = carve_split(sentences, split, data_cfg.carve_sizes, data_cfg.carve_seed)
+        try:
+            sentences = carve_split(sentences, split, data_cfg.carve_sizes, data_cfg.carve_seed)
+        except ValueError as err:
+            raise ConllError(f"{path}: {err} (data.carve_sizes)") from None
+        if not sentences:
+            raise ConllError(f"{path}: the {split} part carved for {lang} is empty (data.carve_sizes)")
     return sentences
+
+
+def load_split(data_cfg, lang: str, split: str) -> list[Sentence]:
+    """Sentences of ``lang``'s ``split`` with ``data_cfg.tag_map`` applied; ``lang`` set on each.
+
+    Errors name the file: missing (MissingDataError), malformed, not UTF-8 or empty (ConllError).
+    """
+    path = ensure_files(data_cfg, [(lang, split)], read=False)[(lang, split)]
+    return _read_split(data_cfg, lang, split, path)

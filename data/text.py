@@ -24,17 +24,17 @@ from pathlib import Path
 
 import torch
 
+from data.lines import utf8_lines
 from data.sources import load_split, resolve_root
 
 
 def read_text_file(path: str | Path) -> list[str]:
     """Non-empty lines of a UTF-8 text file, stripped, with HTML/Moses escapes undone."""
     lines = []
-    with Path(path).open(encoding="utf-8") as handle:
-        for raw in handle:
-            line = " ".join(html.unescape(raw).split())  # also folds tabs and runs of spaces
-            if line:
-                lines.append(line)
+    for _, raw in utf8_lines(path):  # not UTF-8: an error naming the file and line
+        line = " ".join(html.unescape(raw).split())  # also folds tabs and runs of spaces
+        if line:
+            lines.append(line)
     return lines
 
 

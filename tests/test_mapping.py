@@ -44,7 +44,7 @@ def test_adversarial_map_is_orthogonal():
 
 
 def test_dictionaries(tmp_path):
-    (tmp_path / "a.txt").write_text("Haus house\nhaus home\nbad\n")
+    (tmp_path / "a.txt").write_text("Haus house\nhaus home\n\n")  # a malformed line: tests/test_readers.py
     (tmp_path / "b.dict").write_text("house @ haus\n")
     assert read_dictionary(tmp_path / "a.txt") == [("haus", "house"), ("haus", "home")]
     assert read_dictionary(tmp_path / "a.txt", reverse=True)[0] == ("house", "haus")
