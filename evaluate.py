@@ -1,39 +1,279 @@
-"""Evaluate, inspect and use a trained NER run.
+"""Evaluate, inspect, use and export a trained NER run.
 
     python evaluate.py RUN_DIR --langs de,en,es,nl          # F1 matrix + per-type P/R/F1 (test split)
     python evaluate.py RUN_DIR --langs de --errors          # + worst tokens, confusion matrix, worst sentences
-    python evaluate.py RUN_DIR --predict in.txt --out out.conll   # tag raw text (whitespace split) or CoNLL
+    python evaluate.py RUN_DIR --predict in.txt --out out.conll    # one tag per word (CoNLL)
+    python evaluate.py RUN_DIR --predict in.txt --out out.jsonl    # entities with character offsets
+    cat in.txt | python evaluate.py RUN_DIR --predict - --format jsonl
+    python evaluate.py RUN_DIR --export                     # rewrite RUN_DIR/model with today's exporter
     python evaluate.py --gather runs/mini_* > results/mini.md     # one table from many runs' results.json
+
+Input of --predict (``--input-format auto`` decides from the file, with a note on stderr when it is
+not plain text): ``text``, one sentence a line, words split on whitespace; ``conll``, a CoNLL file
+(tags kept, any IOB2 tag); ``words``, one word a line with blank lines between sentences (a file
+whose lines are all single tokens is read so, never as one-word sentences). Every word gets
+exactly one prediction. Bad input (not UTF-8, empty, a malformed CoNLL line) and a broken model
+folder are one ``error:`` line naming the file (and line) with exit code 2.
+
+JSON lines (one object per input sentence):
+``{"text": ..., "entities": [{"start", "end", "label", "text", "score"}]}``. ``start``/``end`` are
+character offsets into ``text``: the input line itself for raw text, the words joined by single
+spaces for CoNLL/words input. Entities are read off the IOB2 tags by the conlleval rule (an I-X
+that does not continue an X starts a new entity), as transformers' pipeline groups them.
+``score`` is the mean, over the entity's words, of the softmax probability the head gives the
+predicted tag at the word's first piece: for a linear head this is transformers'
+``aggregation_strategy="first"`` score; for a CRF head it is the emission's probability of the tag
+Viterbi chose (not a CRF marginal).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
+import tempfile
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from core.config import load_config
+from core.config import ConfigError, load_config
 from core.metrics import confusion, entity_scores
-from data.conll import Sentence, read_conll, write_conll
-from data.labels import build_label_set
+from core.results import f1_table, gather, per_type_table
+from data.conll import ConllError, Sentence, read_conll, write_conll
+from data.labels import build_label_set, is_iob2_tag
 from data.sampling import downsample
 from data.sources import load_split
-from scripts.gather_results import f1_table, gather, per_type_table
 from tasks.ner import CRFTagger, MissingCheckpointError, predict_words
 
-
-def read_input(path: str | Path) -> list[Sentence]:
-    """A CoNLL file (tags kept, any IOB2 tag allowed) or raw text: one sentence a line, split on spaces."""
-    path = Path(path)
-    first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "")
-    if "\t" in first or (len(first.split()) == 2 and first.split()[1][:2] in ("O", "B-", "I-")):
-        return read_conll(path, labels=None)
-    return [Sentence(line.split(), []) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+INPUT_FORMATS = ("auto", "text", "conll", "words")
 
 
+class CheckpointError(ValueError):
+    """A model folder that cannot be loaded (corrupt, truncated, missing tag names)."""
+
+
+class InputError(ValueError):
+    """--predict input that cannot be read (not UTF-8, empty)."""
+
+
+# ---- loading a trained model -------------------------------------------------------------------
+def load_model_dir(model_dir: str | Path):
+    """(model, tokenizer, labels) of an exported NER folder: XLMRForTokenClassification, or a
+    CRFTagger when crf.safetensors (or an old run's crf.pt) is there. Tag names come from
+    config.json's id2label (an old run's labels.json when config.json has only LABEL_i)."""
+    from models import load_pretrained
+    from models.export import read_label_names
+    from models.safetensors_io import SafetensorsReader
+
+    out = Path(model_dir)
+    if not (out / "config.json").is_file():
+        raise MissingCheckpointError(f"no trained model in {out}: train first (python train.py CONFIG.yaml)")
+    try:
+        names = read_label_names(out)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{out / 'config.json'}: not a model config ({err})") from None
+    if names is None:  # runs exported before the tag names went into config.json
+        if not (out / "labels.json").is_file():
+            raise CheckpointError(f"{out / 'config.json'}: id2label holds no tag names (LABEL_0, ...) and there "
+                                  f"is no labels.json: re-export the run or add the names to config.json")
+        try:
+            names = json.loads((out / "labels.json").read_text(encoding="utf-8"))
+            labels = build_label_set(names)
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{out / 'labels.json'}: not a list of tag names ({err})") from None
+    else:
+        labels = build_label_set(names)
+    weights = out / "model.safetensors"
+    try:
+        with SafetensorsReader(weights) as reader:
+            if "classifier.weight" not in reader.keys():
+                raise CheckpointError(f"{weights}: no classifier.weight: not a token-classification model")
+        model, tokenizer = load_pretrained(str(out), task="token-classification", num_labels=len(labels))
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{out}: cannot load the model: {str(err).splitlines()[0]}") from None
+    crf_state = _crf_state(out)
+    if crf_state is not None:
+        from models.crf import CRF
+
+        model = CRFTagger(model, CRF(len(labels), labels=list(labels.tags)))
+        try:
+            model.crf.load_state_dict(crf_state)
+        except RuntimeError as err:
+            raise CheckpointError(f"{out}: the CRF does not fit {len(labels)} tags: {str(err).splitlines()[0]}") \
+                from None
+    return model.eval(), tokenizer, labels
+
+
+def _crf_state(out: Path) -> dict | None:
+    from models.safetensors_io import load_file
+
+    if (out / "crf.safetensors").is_file():
+        try:
+            return load_file(out / "crf.safetensors")
+        except (OSError, ValueError) as err:
+            raise CheckpointError(str(err)) from None
+    if (out / "crf.pt").is_file():  # runs exported before crf.safetensors; weights only, no code runs
+        try:
+            return torch.load(out / "crf.pt", map_location="cpu", weights_only=True)
+        except Exception as err:  # a truncated or foreign file: torch raises many kinds
+            raise CheckpointError(f"{out / 'crf.pt'}: cannot be read with weights_only=True "
+                                  f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    return None
+
+
+def load_trained(run_dir: str | Path):
+    """(model, tokenizer, labels, cfg) of a finished NER run (what tasks/ner.py::save_trained wrote)."""
+    run_dir = Path(run_dir)
+    model, tokenizer, labels = load_model_dir(run_dir / "model")
+    found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]  # few-shot: k*/
+    cfg = load_config(found[0]) if found else load_config()
+    return model, tokenizer, labels, cfg
+
+
+# ---- --predict input and output ----------------------------------------------------------------
+@dataclass
+class InputSentence:
+    """One sentence of --predict input: its words, their character spans in ``text``, gold tags if any."""
+    text: str
+    spans: list[tuple[int, int]]
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def words(self) -> list[str]:
+        return [self.text[a:b] for a, b in self.spans]
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise InputError(f"{name}:{line}: not UTF-8 (byte 0x{data[err.start]:02x} at column {column}); "
+                         f"convert it first, e.g. iconv -f latin1 -t utf-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def detect_input_format(lines: list[str]) -> str:
+    """conll (a first line 'index TOKEN TAG' or 'TOKEN TAG', tab- or space-separated, TAG an IOB2
+    tag), words (every line one token, more than one line), else text."""
+    content = [line for line in lines if line.strip()]
+    first = content[0].strip()
+    cols = first.split("\t") if "\t" in first else first.split()
+    if (len(cols) == 3 and cols[0].isdigit() and is_iob2_tag(cols[2])) or (len(cols) == 2 and is_iob2_tag(cols[1])):
+        return "conll"
+    if len(content) > 1 and all(len(line.split()) == 1 for line in content):
+        return "words"
+    return "text"
+
+
+def _joined(words: list[str], tags: list[str] | None = None) -> InputSentence:
+    spans, pos = [], 0
+    for word in words:
+        spans.append((pos, pos + len(word)))
+        pos += len(word) + 1
+    return InputSentence(" ".join(words), spans, list(tags or []))
+
+
+def read_input(source: str | Path, input_format: str = "auto") -> list[InputSentence]:
+    """Sentences of --predict input (``-`` = standard input); raises InputError / ConllError naming
+    the file and line."""
+    name = "<stdin>" if str(source) == "-" else str(source)
+    if str(source) == "-":
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as err:
+            raise InputError(f"{name}: cannot read ({err.strerror})") from None
+    lines = [line.removesuffix("\r") for line in _decode(data, name).split("\n")]
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{name}: no sentences (the input is empty)")
+    fmt = detect_input_format(lines) if input_format == "auto" else input_format
+    if input_format == "auto" and fmt == "words":
+        print(f"note: reading {name} as words (one word a line, blank lines between sentences); "
+              f"--input-format text reads each line as a sentence", file=sys.stderr)
+    if fmt == "text":
+        return [InputSentence(line, [m.span() for m in re.finditer(r"\S+", line)]) for line in lines if line.strip()]
+    if fmt == "words":
+        sentences, words = [], []
+        for line in lines + [""]:
+            if line.strip():
+                words.append(line.strip())
+            elif words:
+                sentences.append(_joined(words))
+                words = []
+        return sentences
+    with tempfile.TemporaryDirectory() as tmp:  # read_conll reads a file; errors name the input, not tmp
+        path = Path(tmp) / "input.conll"
+        path.write_text("\n".join(lines), encoding="utf-8")
+        try:
+            sentences = read_conll(path, labels=None)
+        except ConllError as err:
+            raise ConllError(str(err).replace(str(path), name)) from None
+    if not sentences:
+        raise InputError(f"{name}: no sentences")
+    return [_joined(s.words, s.tags) for s in sentences]
+
+
+def entity_spans(tags: list[str]) -> list[tuple[int, int, str]]:
+    """(first word, last word + 1, type) of each entity in IOB2 tags, by the conlleval rule: an
+    I-X that does not continue an X entity starts a new one."""
+    out: list[list] = []
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            continue
+        prefix, etype = tag[:2], tag[2:]
+        if prefix == "I-" and out and out[-1][1] == i and out[-1][2] == etype:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1, etype])
+    return [tuple(e) for e in out]
+
+
+def to_jsonl_records(sentences: list[InputSentence], pred: list[list[str]],
+                     probs: list[list[float]]) -> list[dict]:
+    records = []
+    for sent, tags, p in zip(sentences, pred, probs):
+        entities = []
+        for first, last, etype in entity_spans(tags):
+            start, end = sent.spans[first][0], sent.spans[last - 1][1]
+            entities.append({"start": start, "end": end, "label": etype, "text": sent.text[start:end],
+                             "score": round(sum(p[first:last]) / (last - first), 6)})
+        records.append({"text": sent.text, "entities": entities})
+    return records
+
+
+def predict(run, sentences: list[InputSentence], with_scores: bool):
+    """(tags, probabilities or None): one tag per word; the probability of each predicted tag."""
+    model, tokenizer, labels, data_cfg, batch_size, precision = run
+    plain = [Sentence(s.words, []) for s in sentences]
+    pred, _ = predict_words(model, plain, tokenizer, labels, data_cfg, batch_size, precision)
+    if not with_scores:
+        return pred, None
+    # the per-word loss of a given tag is -log p(tag): score the predicted tags as if gold
+    _, losses = predict_words(model, [Sentence(s.words, p) for s, p in zip(plain, pred)], tokenizer, labels,
+                              data_cfg, batch_size, precision)
+    return pred, [[math.exp(-loss) for loss in row] for row in losses]
+
+
+def write_predictions(out: str | None, fmt: str, sentences: list[InputSentence], pred, probs) -> None:
+    if fmt == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in to_jsonl_records(sentences, pred, probs))
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return
+    write_conll(out or "/dev/stdout", [Sentence(s.words, p) for s, p in zip(sentences, pred)])
+
+
+# ---- error analysis ----------------------------------------------------------------------------
 def error_report(sentences: list[Sentence], pred: list[list[str]], losses: list[list[float]], tags: list[str],
                  top: int = 20) -> str:
     """Tokens with the highest summed loss, the token confusion matrix, and the worst sentences."""
@@ -59,28 +299,18 @@ def error_report(sentences: list[Sentence], pred: list[list[str]], losses: list[
     return "\n".join(out) + "\n"
 
 
-def load_trained(run_dir: str | Path):
-    """(model, tokenizer, labels, cfg) of a finished NER run (what save_trained wrote)."""
-    from models import load_pretrained
+# ---- entry point -------------------------------------------------------------------------------
+def export(run_dir: Path, model, tokenizer, labels, cfg, command: str | None) -> dict:
+    """Re-export a run's model folder with today's exporter (tag names, crf.safetensors, card)."""
+    from tasks.ner import save_trained
 
-    run_dir = Path(run_dir)
-    out = run_dir / "model"
-    if not (out / "config.json").is_file():
-        raise MissingCheckpointError(f"no trained model in {out}: train first (python train.py CONFIG.yaml)")
-    found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]  # few-shot: k*/
-    cfg = load_config(found[0]) if found else load_config()
-    labels = build_label_set(json.loads((out / "labels.json").read_text()))
-    model, tokenizer = load_pretrained(str(out), task="token-classification", num_labels=len(labels))
-    if (out / "crf.pt").is_file():
-        from models.crf import CRF
-
-        model = CRFTagger(model, CRF(len(labels), labels=list(labels.tags)))
-        model.crf.load_state_dict(torch.load(out / "crf.pt", weights_only=True))
-    return model.eval(), tokenizer, labels, cfg
+    path = run_dir / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else None
+    return save_trained(run_dir, model, tokenizer, labels, results, cfg, command=command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate a trained NER run.")
+    parser = argparse.ArgumentParser(description="Evaluate, use or export a trained NER run.")
     parser.add_argument("run_dir", nargs="*", help="a run folder (or several with --gather)")
     parser.add_argument("--langs", default="", help="comma-separated; default: the run's data.eval_langs")
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
@@ -88,8 +318,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="a fixed-seed sample of N sentences per language (default: the run's data.max_test/"
                              "max_eval_sentences, 0 = all)")
     parser.add_argument("--errors", action="store_true", help="worst tokens, confusion matrix, worst sentences")
-    parser.add_argument("--predict", help="raw text (one sentence a line) or CoNLL file to tag")
-    parser.add_argument("--out", help="CoNLL output of --predict (default: stdout)")
+    parser.add_argument("--predict", help="file to tag (raw text, CoNLL, or one word a line); - = standard input")
+    parser.add_argument("--input-format", default="auto", choices=INPUT_FORMATS)
+    parser.add_argument("--out", help="output of --predict (default: stdout)")
+    parser.add_argument("--format", choices=["conll", "jsonl"],
+                        help="output of --predict (default: jsonl if --out ends in .jsonl, else conll)")
+    parser.add_argument("--export", action="store_true", help="rewrite RUN_DIR/model with today's exporter")
+    parser.add_argument("--command", help="with --export: the command that trained the run, for the model card")
     parser.add_argument("--gather", action="store_true", help="one table from the runs' results.json")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
@@ -98,20 +333,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if len(args.run_dir) != 1:
         parser.error("give exactly one RUN_DIR (or --gather with several)")
+    run_dir = Path(args.run_dir[0])
     try:
-        model, tokenizer, labels, cfg = load_trained(args.run_dir[0])
-    except MissingCheckpointError as err:
+        sentences = read_input(args.predict, args.input_format) if args.predict else None  # input errors first
+        model, tokenizer, labels, cfg = load_trained(run_dir)
+    except (MissingCheckpointError, CheckpointError, InputError, ConllError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     run = (model, tokenizer, labels, cfg.data, args.batch_size, cfg.train.precision)
-    if args.predict:
-        sentences = read_input(args.predict)
-        pred, _ = predict_words(run[0], sentences, *run[1:])
-        tagged = [Sentence(s.words, p, s.lang) for s, p in zip(sentences, pred)]
-        write_conll(args.out or "/dev/stdout", tagged)
+    if args.export:
+        info = export(run_dir, model, tokenizer, labels, cfg, args.command)
+        print(json.dumps({"model": str(run_dir / "model"), **info}, indent=2))
+        return 0
+    if sentences is not None:
+        fmt = args.format or ("jsonl" if (args.out or "").endswith(".jsonl") else "conll")
+        pred, probs = predict(run, sentences, with_scores=fmt == "jsonl")
+        write_predictions(args.out, fmt, sentences, pred, probs)
         return 0
     langs = args.langs.split(",") if args.langs else cfg.data.eval_langs
-    scores, name, reports = {}, Path(args.run_dir[0]).name, []
+    scores, name, reports = {}, run_dir.name, []
     for lang in langs:
         sentences = load_split(cfg.data, lang, args.split)
         cap = args.max_sentences or {"test": cfg.data.max_test_sentences, "dev": cfg.data.max_eval_sentences}.get(

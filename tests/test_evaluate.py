@@ -89,3 +89,187 @@ def test_error_report_ranks_tokens_and_sentences():
     assert "| Paris | 2.10 | 2 |\n| Hilton | 1.50 | 1 |" in report
     assert "| B-PER | 0 | 0 | 0 | 0 | 0 | 1 | 0 |" in report
     assert report.index("loss 3.50") < report.index("loss 0.15")
+
+
+# ---- --predict: input layouts, JSON lines, standard input, named errors ------------------------
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder with a tiny random linear-head model (fp32 in config.yaml) and a CRF twin."""
+    import torch
+    import yaml
+
+    from core.config import load_config, to_dict
+    from data.tokenizer import XLMRTokenizer
+    from models import build_model
+    from models.crf import CRF
+    from models.encoder import XLMRConfig
+    from models.export import save_pretrained
+
+    root = tmp_path_factory.mktemp("run")
+    tok = XLMRTokenizer.train(["Angela Merkel besucht Paris", "Der Rhein fliesst durch Koeln"] * 40, 70, root / "tok")
+    cfg = XLMRConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=40)
+    model = build_model(cfg, "token-classification", num_labels=len(TAGS))
+    model.init_weights(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 2.0, generator=torch.Generator().manual_seed(1))
+    config_yaml = yaml.safe_dump(to_dict(load_config(overrides=["train.precision=fp32", "data.max_length=12",
+                                                                "data.stride=4"])))
+    for name, extra in (("linear", None), ("crf", {"crf.safetensors": CRF(len(TAGS), labels=TAGS).state_dict()})):
+        save_pretrained(model, tok, root / name / "model", id2label=TAGS, extra_tensors=extra)
+        (root / name / "config.yaml").write_text(config_yaml)
+    return root
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_predict_jsonl_offsets_point_into_the_raw_line(tiny_run, tmp_path, capsys):
+    from evaluate import main
+
+    lines = ["  Angela   Merkel\tbesucht Paris ", "Der Rhein fliesst durch Koeln und Paris und Angela Merkel besucht"]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n\n")
+    assert main([str(tiny_run / "linear"), "--predict", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.conll")]) == 0
+    tags = [[row.split("\t")[2] for row in block.splitlines()]
+            for block in (tmp_path / "o.conll").read_text().strip().split("\n\n")]
+    assert [len(t) for t in tags] == [4, 11]  # one tag per word; the long line went through 12-piece windows
+    assert main([str(tiny_run / "linear"), "--predict", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.jsonl")]) == 0
+    records = _jsonl(tmp_path / "o.jsonl")
+    assert [r["text"] for r in records] == lines
+    from evaluate import entity_spans
+
+    for line, record, row in zip(lines, records, tags):
+        words = list(__import__("re").finditer(r"\S+", line))
+        want = [(words[a].start(), words[b - 1].end(), etype) for a, b, etype in entity_spans(row)]
+        assert [(e["start"], e["end"], e["label"]) for e in record["entities"]] == want
+        assert all(e["text"] == line[e["start"]:e["end"]] and 0 < e["score"] <= 1 for e in record["entities"])
+    assert sum(len(r["entities"]) for r in records) >= 3
+
+
+def test_predict_reads_standard_input(tiny_run, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    from evaluate import main
+
+    (tmp_path / "in.txt").write_text("Angela Merkel besucht Paris\n")
+    assert main([str(tiny_run / "crf"), "--predict", str(tmp_path / "in.txt"), "--format", "jsonl"]) == 0
+    from_file = capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("Angela Merkel besucht Paris\n".encode())))
+    assert main([str(tiny_run / "crf"), "--predict", "-", "--format", "jsonl"]) == 0
+    assert capsys.readouterr().out == from_file and json.loads(from_file)["text"] == "Angela Merkel besucht Paris"
+
+
+def test_entity_spans_follow_seqeval_chunks():
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from evaluate import entity_spans
+
+    rng = random.Random(1)
+    for _ in range(500):
+        tags = [rng.choice(TAGS) for _ in range(rng.randint(0, 9))]
+        assert entity_spans(tags) == [(a, b + 1, t) for t, a, b in get_entities(tags)], tags
+
+
+def test_one_word_per_line_is_read_as_sentences_not_words(tmp_path, capsys):
+    from evaluate import read_input
+
+    (tmp_path / "w.txt").write_text("Angela\nMerkel\nbesucht\n\nDas\nist\ngut\n\n\n")
+    sents = read_input(tmp_path / "w.txt")
+    assert [s.words for s in sents] == [["Angela", "Merkel", "besucht"], ["Das", "ist", "gut"]]
+    assert sents[0].text == "Angela Merkel besucht" and sents[0].spans[1] == (7, 13)
+    assert "as words" in capsys.readouterr().err
+    assert [s.words for s in read_input(tmp_path / "w.txt", "text")] == [["Angela"], ["Merkel"], ["besucht"],
+                                                                         ["Das"], ["ist"], ["gut"]]
+    (tmp_path / "one.txt").write_text("Paris\n")  # a single line of one word is a sentence
+    assert [s.words for s in read_input(tmp_path / "one.txt")] == [["Paris"]]
+    (tmp_path / "bom.txt").write_bytes("\ufeffParis brennt\r\n".encode())
+    assert read_input(tmp_path / "bom.txt")[0].text == "Paris brennt"
+
+
+def _error(capsys, argv) -> str:
+    from evaluate import main
+
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and len(out.err.strip().splitlines()) == 1, out.err
+    assert out.err.startswith("error: ")
+    return out.err
+
+
+def test_bad_predict_input_is_one_named_line(tiny_run, tmp_path, capsys, monkeypatch):
+    import io
+    import sys
+
+    run = str(tiny_run / "linear")
+    (tmp_path / "latin1.txt").write_bytes("Paris\nK\xf6ln brennt\n".encode("latin-1"))
+    err = _error(capsys, [run, "--predict", str(tmp_path / "latin1.txt")])
+    assert f"{tmp_path / 'latin1.txt'}:2: not UTF-8 (byte 0xf6 at column 2)" in err
+    (tmp_path / "empty.txt").write_text("\n \n")
+    assert "empty.txt: no sentences" in _error(capsys, [run, "--predict", str(tmp_path / "empty.txt")])
+    assert "cannot read" in _error(capsys, [run, "--predict", str(tmp_path / "missing.txt")])
+    (tmp_path / "bad.conll").write_text("0\tParis\tB-LOC\n1\tbrennt\n")
+    assert "bad.conll:2:" in _error(capsys, [run, "--predict", str(tmp_path / "bad.conll")])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert "<stdin>: no sentences" in _error(capsys, [run, "--predict", "-"])
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_corrupt_checkpoints_are_one_named_line(tiny_run, tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("Angela Merkel\n")
+    predict = ["--predict", str(tmp_path / "in.txt")]
+    run = _copy_run(tiny_run / "crf", tmp_path / "truncated")
+    weights = run / "model/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    err = _error(capsys, [str(run), *predict])
+    assert "model.safetensors" in err and "truncated?" in err
+    run = _copy_run(tiny_run / "crf", tmp_path / "header")
+    (run / "model/model.safetensors").write_bytes(b"\xff" * 64)
+    assert "header length" in _error(capsys, [str(run), *predict])
+    run = _copy_run(tiny_run / "crf", tmp_path / "crf")
+    (run / "model/crf.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
+    assert "crf.safetensors" in _error(capsys, [str(run), *predict])
+    run = _copy_run(tiny_run / "linear", tmp_path / "nolabels")
+    config = json.loads((run / "model/config.json").read_text())
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(len(TAGS))}
+    (run / "model/config.json").write_text(json.dumps(config))
+    assert "no tag names" in _error(capsys, [str(run), *predict])
+    (run / "model/labels.json").write_text("[not json")
+    assert "labels.json" in _error(capsys, [str(run), *predict])
+    (run / "model/config.json").write_text("{")
+    assert "config.json" in _error(capsys, [str(run), *predict])
+    run = _copy_run(tiny_run / "linear", tmp_path / "oldcrf")
+    (run / "model/crf.pt").write_bytes(b"PK\x03\x04 truncated zip")
+    assert "crf.pt" in _error(capsys, [str(run), *predict])
+    assert "no trained model" in _error(capsys, [str(tmp_path / "nothing"), *predict])
+
+
+def test_old_runs_with_labels_json_and_crf_pt_still_load(tiny_run, tmp_path):
+    import torch
+
+    from evaluate import load_trained
+    from models.safetensors_io import load_file
+
+    run = _copy_run(tiny_run / "crf", tmp_path / "old")
+    model_dir = run / "model"
+    torch.save(load_file(model_dir / "crf.safetensors"), model_dir / "crf.pt")  # the old layout
+    (model_dir / "crf.safetensors").unlink()
+    (model_dir / "labels.json").write_text(json.dumps(TAGS))
+    config = json.loads((model_dir / "config.json").read_text())
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(len(TAGS))}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    old, _, old_labels, _ = load_trained(run)
+    new, _, new_labels, _ = load_trained(tiny_run / "crf")
+    assert old_labels == new_labels and list(new_labels.tags) == TAGS
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
+    assert type(old).__name__ == "CRFTagger"
