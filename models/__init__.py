@@ -57,8 +57,6 @@ def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels:
     A head the checkpoint lacks (a classifier on a base model) is initialised fresh.
     from_scratch=True: architecture from config.json, all weights random (no weight file needed).
     """
-    from data.tokenizer import XLMRTokenizer  # data/ imports nothing from models/
-
     folder = resolve_model_dir(name_or_path, need_weights=not from_scratch)
     config = XLMRConfig.from_json(folder / "config.json")
     config.attention = attention
@@ -71,8 +69,17 @@ def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels:
     else:
         model = _load_weights(folder, config, task, num_labels, dtype, mmap)
     model.eval()
-    tokenizer = XLMRTokenizer.from_pretrained(folder) if with_tokenizer else None
+    tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return model, tokenizer
+
+
+def load_tokenizer(folder: str | Path):
+    """The folder's tokenizer: WordPiece when tokenizer.json is one (klue/roberta), else XLM-R's."""
+    from data.tokenizer import XLMRTokenizer
+    from data.wordpiece import WordPieceTokenizer, is_wordpiece_folder
+
+    return WordPieceTokenizer.from_pretrained(folder) if is_wordpiece_folder(folder) else \
+        XLMRTokenizer.from_pretrained(folder)
 
 
 def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int | None,
