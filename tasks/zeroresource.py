@@ -33,7 +33,7 @@ from data.conll import Sentence
 from data.dictionaries import gold_translations, identical_pairs, index_pairs, read_spec
 from data.sources import load_split, resolve_root
 from data.vocab import PAD, UNK, Vocab, count_chars, encode_batch, word_key
-from data.word_vectors import center_and_normalize, load_or_train
+from data.word_vectors import cache_name, center_and_normalize, load_or_train
 from models.bilstm_crf import build_bilstm_crf
 from models.csls import cosine_topk, csls_neighbourhoods, csls_topk, precision_at_k
 from models.mapping import adversarial_init, procrustes, refine
@@ -57,6 +57,7 @@ class BilingualSpace:
         self.tables = {"source": self._table(src), "target": self._table(tgt_in_src)}
         self.src, self.tgt, self.k = src, tgt_in_src, k
         self.current, self.chars, self.bli = "source", None, {}
+        self.vectors_name = ""  # the source vectors' cache file name (build_space sets it)
         hoods = csls_neighbourhoods(src, tgt_in_src, k)
         _, nearest = csls_topk(src, tgt_in_src, topk=1, k=k, neighbourhoods=hoods)  # (S, 1)
         _, back = csls_topk(tgt_in_src, src, topk=1, k=k, neighbourhoods=hoods[::-1])  # (T, 1)
@@ -110,6 +111,8 @@ def build_space(cfg, log=print) -> BilingualSpace:
     w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=log)
     tgt_in_src = tgt @ w.t()  # (T, E) W orthogonal: src W ~ tgt  <=>  src ~ tgt W^T
     space = BilingualSpace(src_words, src, tgt_words, tgt_in_src, m.csls_k, m.max_vocab)
+    space.vectors_name = cache_name(m.source_lang, m.vector_dim, m.vector_epochs, m.vector_window,
+                                    m.vector_negatives, m.vector_min_count)  # keys the cached source model
     if m.test_dictionary:
         gold, coverage = gold_translations(read_spec(root, m.test_dictionary), src_index, tgt_index)
         queries = torch.tensor(sorted(gold))
@@ -304,7 +307,7 @@ class ZeroResourceTask:
         train_cfg = {k: v for k, v in asdict(cfg.train).items() if k not in ("name", "out_dir", "resume")}
         key = json.dumps([asdict(cfg.bilstm), train_cfg, cfg.mapping.source_lang, len(train), len(dev),
                           cfg.mapping.vector_dim, cfg.mapping.vector_epochs, cfg.mapping.max_vocab,
-                          len(space.chars), space.rows], sort_keys=True, default=str)
+                          len(space.chars), space.rows, space.vectors_name], sort_keys=True, default=str)
         path = cache_dir() / "zeroresource" / f"source_{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt"
         if path.is_file():
             from core.checkpoint import safe_load
