@@ -115,3 +115,16 @@ def read_label_names(folder: str | Path) -> list[str] | None:
     if all(DEFAULT_LABEL.match(n) and int(DEFAULT_LABEL.match(n).group(1)) == i for i, n in enumerate(names)):
         return None
     return names
+
+
+def bare_marker_share(tokenizer, sentences: list[list[str]]) -> float:
+    """Share of words whose first piece is the bare word marker "▁". transformers' token-classification
+    pipeline finds words by a heuristic on piece offsets and splits such a word in two (the "▁"
+    and the rest), so its entities can differ there from ours."""
+    bare = total = 0
+    for words in sentences:
+        pieces, word_index = tokenizer.encode_words(words)
+        firsts = {w: p for p, w in reversed(list(zip(pieces, word_index)))}  # word -> its first piece
+        bare += sum(tok == "\u2581" for tok in tokenizer.convert_ids_to_tokens(list(firsts.values())))
+        total += len(words)
+    return bare / max(total, 1)

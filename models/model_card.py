@@ -96,7 +96,7 @@ DATA_LICENSES = {"panx": "WikiANN / PAN-X, from Wikipedia (CC BY-SA)",
 
 
 def ner_card(cfg, results: dict | None, decoding: dict | None, command: str, crf: bool,
-             model_dir: str = "MODEL_DIR") -> ModelCard:
+             model_dir: str = "MODEL_DIR", pipeline_split_words: float | None = None) -> ModelCard:
     """The card of an exported NER model. cfg: the run's core.config.Config; results: its
     results.json payload (test scores; None before testing); decoding: the argmax-vs-Viterbi
     measurement of a CRF model (tasks/ner.py::save_trained)."""
@@ -112,7 +112,8 @@ def ner_card(cfg, results: dict | None, decoding: dict | None, command: str, crf
     sizes = f"{d.max_train_sentences} sentences (fixed-seed sample)" if d.max_train_sentences else "all sentences"
     training = "\n".join([
         f"- base model: `{m.name_or_path}`{' (random init)' if m.from_scratch else ''}; head: {m.head}",
-        f"- training data: {', '.join(d.layout.get(lang, lang).format(lang=lang, split='train') for lang in d.train_langs)}"
+        f"- training data (under the data root): "
+        f"{', '.join(d.layout.get(lang, lang).format(lang=lang, split='train') for lang in d.train_langs)}"
         f" ({sizes}{', mix ' + str(d.mix) if d.mix else ''})"
         + (f" + {d.fewshot_lang} few-shot sentences" if d.fewshot_lang else ""),
         f"- {t.epochs} epochs, batch {t.batch_size} x {t.accum_steps} accumulation, lr {t.lr}, "
@@ -150,6 +151,10 @@ def ner_card(cfg, results: dict | None, decoding: dict | None, command: str, crf
         else:
             limits.append("transformers ignores `crf.safetensors` and decodes by argmax over the emission scores, "
                           "which differs from the Viterbi decoding the scores above come from.")
+    if pipeline_split_words is not None:
+        limits.append("transformers' pipeline finds words by a heuristic on piece offsets: a word whose first piece "
+                      "is the bare marker `▁` is split in two there (and may get a second tag); "
+                      f"{100 * pipeline_split_words:.2f}% of the dev words are such words for this vocabulary.")
     limits.append(f"sentences longer than {d.max_length} pieces are cut into overlapping windows here; the "
                   "transformers pipeline reads up to 512 pieces in one pass.")
     limits.append("scores on languages it was not trained on are zero-shot transfer and far below in-language "

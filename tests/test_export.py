@@ -178,6 +178,9 @@ def test_transformers_pipeline_finds_our_predict_entities(linear_run, tmp_path):
     for word in PIPE_WORDS:  # the pipeline's word heuristic needs a word's first piece to carry the "▁"
         assert tok.convert_ids_to_tokens(tok.encode_words([word])[0])[0] != "▁", word
     assert any(len(tok.encode_words([w])[0]) > 1 for w in PIPE_WORDS)  # multi-piece words are in the test
+    from models.export import bare_marker_share
+
+    assert bare_marker_share(tok, [PIPE_WORDS]) == 0 and bare_marker_share(tok, [["Angela", "Paris"]]) == 0.5
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     assert evaluate.main([str(run), "--predict", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.jsonl")]) == 0
     ours = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
