@@ -123,11 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="configs/zeroresource_de_en.yaml")
     parser.add_argument("--max-vocab", type=int, default=50_000)
     parser.add_argument("--ngrams", default="", help="lo,hi: fastText-style char n-gram vectors (e.g. 3,5)")
+    parser.add_argument("--vector-epochs", type=int, default=0, help="skip-gram epochs (0 = the config's)")
     parser.add_argument("--adv-iterations", type=int, default=1000, help="adversarial steps per epoch")
     parser.add_argument("--counts", action="store_true", help="print tokens per language and source first")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
     args = parser.parse_args(argv)
     m = load_config(args.config).mapping
+    m.vector_epochs = args.vector_epochs or m.vector_epochs
     root = data_root()
     ngrams = tuple(int(x) for x in args.ngrams.split(",")) if args.ngrams else None
     pairs = [p.strip() for p in args.pairs.split(",") if p.strip()]
