@@ -184,9 +184,9 @@ class NERTask:
             result = fit_best(cfg, self, run_dir)
             if not is_main_process():
                 return {}
-            scores = self.test(result["model"])
-            save_trained(run_dir, result["model"], self.tokenizer, self.labels)
-            return write_results(run_dir, cfg, scores, result["best_metric"])
+            payload = write_results(run_dir, cfg, self.test(result["model"]), result["best_metric"])
+            save_trained(run_dir, result["model"], self.tokenizer, self.labels, payload, cfg, self.dev)  # + card
+            return payload
         base = self.base_train_sentences()
         subsets = nested_fewshot(load_split(d, d.fewshot_lang, "train"), d.fewshot_sizes, cfg.train.seed)
         curve = {}
@@ -198,8 +198,8 @@ class NERTask:
             if not is_main_process():
                 continue
             curve[size] = self.test(result["model"])
-            save_trained(run_dir / f"k{size}", result["model"], self.tokenizer, self.labels)
-            write_results(run_dir / f"k{size}", sub_cfg, curve[size], result["best_metric"])
+            payload = write_results(run_dir / f"k{size}", sub_cfg, curve[size], result["best_metric"])
+            save_trained(run_dir / f"k{size}", result["model"], self.tokenizer, self.labels, payload, sub_cfg, self.dev)
         return write_curve(run_dir, cfg, curve) if curve else {}
 
 
@@ -267,7 +267,7 @@ def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: Label
     import sys
 
     from core.config import load_config
-    from models.export import save_pretrained
+    from models.export import bare_marker_share, save_pretrained
     from models.model_card import ner_card
 
     run_dir = Path(run_dir)
@@ -295,13 +295,16 @@ def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: Label
             command = "python train.py " + shlex.join(sys.argv[1:])
         else:
             command = previous or f"python train.py {shlex.quote(str(run_dir / 'config.yaml'))}  # the run's merged config"
-    card = ner_card(cfg, results, decoding, command, crf, model_dir=str(out))
+    split = bare_marker_share(tokenizer, [s.words for sents in dev.values() for s in sents]) if dev else None
+    card = ner_card(cfg, results, decoding, command, crf, model_dir=str(out), pipeline_split_words=split)
     extra = {"crf.safetensors": model.crf.state_dict()} if crf else None
     save_pretrained(model.tagger if crf else model, tokenizer, out, id2label=list(labels.tags), card=card,
                     extra_tensors=extra)
     for stale in ("labels.json", "crf.pt"):  # the old layout's side files (tag names now in config.json)
         (out / stale).unlink(missing_ok=True)
     export = {"model_dir": "model", "head": "crf" if crf else "linear", "command": command, "decoding": decoding}
+    if split is not None:
+        export["pipeline_split_words"] = split
     if results is not None:
         results["export"] = export
         (run_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -133,3 +133,31 @@ def test_linear_export_has_no_crf_file_and_no_decoding_gap(crf_model, tmp_path):
     assert export == {"model_dir": "model", "head": "linear", "command": "c", "decoding": None}
     assert not (tmp_path / "model/crf.safetensors").exists() and not (tmp_path / "results.json").exists()
     assert "argmax" not in (tmp_path / "model/README.md").read_text().split("## Limits")[1]
+
+
+def test_a_crf_training_run_exports_names_card_scores_and_the_decoding_gap(tmp_path, data_root):
+    """train.py end to end (tiny model, CRF head): the exported folder carries the tag names, the
+    card holds the run's test scores and the measured gap, results.json the same gap."""
+    import train
+    from core.paths import data_root as root_of
+    from data.conll import read_conll
+    from models.model_card import read_front_matter
+    from tasks.ner import write_tiny_checkpoint
+
+    tiny = write_tiny_checkpoint(tmp_path / "tiny", read_conll(root_of() / "panx/de/train.conllu")[:300], vocab_size=300)
+    args = ["configs/tiny_ner.yaml", f"data.root={data_root}", f"model.name_or_path={tiny}", "model.head=crf",
+            f"train.out_dir={tmp_path}/{{name}}", "data.max_train_sentences=64", "data.max_eval_sentences=16",
+            "data.max_test_sentences=16", "data.max_length=24", "data.stride=6", "train.epochs=1",
+            "train.batch_size=16", "train.log_every=100", "data.eval_langs=[de, it]", "train.precision=fp32"]
+    assert train.main(args) == 0
+    run = tmp_path / "tiny_ner"
+    results = json.loads((run / "results.json").read_text())
+    decoding = results["export"]["decoding"]
+    assert set(decoding["dev_f1_viterbi"]) == {"de"} and decoding["sentences"] == 16
+    config = json.loads((run / "model/config.json").read_text())
+    assert config["id2label"]["1"] == "B-PER" and (run / "model/crf.safetensors").is_file()
+    card = (run / "model/README.md").read_text()
+    values = [r["metrics"][0]["value"] for r in read_front_matter(card)["model-index"][0]["results"]]
+    assert values == [round(100 * results["test"][lang]["f1"], 2) for lang in ("de", "it")]
+    assert f"{100 * decoding['difference']:+.1f} dev entity F1 over argmax" in card
+    assert results["export"]["command"].startswith("python train.py ")
