@@ -1,6 +1,7 @@
 """Does this CPU have fast bf16? One square matmul in fp32 and in bf16, and what `precision: auto` picks.
 
-    python bench/matmul.py            # 2048 x 2048 @ 2048 x 2048, torch's default threads
+    python bench/matmul.py            # 2048 x 2048 @ 2048 x 2048, torch's default threads (best of 3 x 10)
+    from bench.matmul import gemm_peak; gemm_peak("bf16")   # what the benches' roofline lines divide by
 
 On AVX512-BF16 or AMX a bf16 matmul is several times the fp32 one; without them it is emulated
 and many times slower, which is why core/precision.py detects rather than assumes.
@@ -20,13 +21,26 @@ from core.precision import resolve_precision  # noqa: E402
 
 
 def gflops(n: int, dtype: torch.dtype, reps: int) -> float:
+    """Mean GFLOP/s of an n x n @ n x n matmul over ``reps`` products (output buffer reused)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
     for _ in range(3):  # warm-up
-        a @ b
+        torch.mm(a, b, out=out)
     t0 = time.perf_counter()
     for _ in range(reps):
-        a @ b
+        torch.mm(a, b, out=out)
     return 2 * n ** 3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def gemm_peak(precision: str, n: int = 2048, reps: int = 4, trials: int = 3) -> float:
+    """The machine's measured GEMM peak (GFLOP/s) in ``precision`` (fp32 | bf16) with the current
+    torch thread count: the best of ``trials`` runs of ``reps`` square products. The roofline
+    lines of the model benchmarks divide by this, measured in the same process."""
+    dtype = PRECISION_DTYPES[precision]
+    return max(gflops(n, dtype, reps) for _ in range(trials))
 
 
 def main() -> None:
@@ -34,7 +48,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2048)
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
-    fp32, bf16 = gflops(args.n, torch.float32, args.reps), gflops(args.n, torch.bfloat16, args.reps)
+    fp32, bf16 = gemm_peak("fp32", args.n, args.reps), gemm_peak("bf16", args.n, args.reps)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.n} x {args.n} matmul")
     print(f"fp32 {fp32:7.1f} GFLOP/s   bf16 {bf16:7.1f} GFLOP/s   bf16 / fp32 = {bf16 / fp32:.2f}")
     print(f"precision: auto -> {resolve_precision('auto', 'cpu')}")

@@ -1,0 +1,47 @@
+"""bench/flops.py: the step's FLOPs by hand for a tiny config, and against torch's own FLOP counter
+run on our model (forward and forward + backward)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.flops import phase_summary, step_flops
+from models.encoder import XLMRConfig
+from models.heads import XLMRForTokenClassification
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_hand_count_tiny_config():
+    # H=4, L=2, I=8, K=3, two sequences of 2 and 3 real tokens: R = 5, P = 4 + 9 = 13
+    f = step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("classifier", 3))
+    assert f["tokens"] == 5 and f["pairs"] == 13
+    assert f["phases"] == {
+        "embeddings": 0,
+        "attention projections": 2 * (2 * 5 * 4 * 12 + 2 * 5 * 4 * 4),  # 2 * (480 + 160) = 1280
+        "attention scores/values": 2 * (2 * 13 * 4 * 2),  # 416
+        "FFN": 2 * (2 * 5 * 4 * 8 * 2),  # 1280
+        "head": 2 * 5 * 4 * 3,  # 120
+    }
+    assert f["total"] == 1280 + 416 + 1280 + 120
+    both = step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("classifier", 3), backward=True)
+    assert both["total"] == 3 * f["total"]
+    mlm = step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("masked-lm", 10), selected=2)
+    assert mlm["phases"]["head"] == 2 * 2 * 4 * 4 + 2 * 2 * 4 * 10
+    assert "FFN 41%" in phase_summary(f)
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_matches_torch_flop_counter_on_our_model(backward):
+    config = XLMRConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=40, max_position_embeddings=40, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, attention="manual")  # the counter skips CPU sdpa
+    model = XLMRForTokenClassification(config, 5)
+    ids = torch.randint(4, 50, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.bool)  # unpadded: the counter sees exactly the useful work
+    with FlopCounterMode(display=False) as counter:
+        logits = model(ids, mask)
+        if backward:
+            F.cross_entropy(logits.flatten(0, 1), torch.zeros(21, dtype=torch.long)).backward()
+    ours = step_flops(16, 2, 40, [7, 7, 7], ("classifier", 5), backward=backward)["total"]
+    assert counter.get_total_flops() == ours
