@@ -300,7 +300,7 @@ _RULES = [
     ("data.max_eval_sentences", lambda v: v >= 0, ">= 0 (0 = all)"),
     ("data.max_test_sentences", lambda v: v >= 0, ">= 0 (0 = all)"),
     ("data.max_length", lambda v: v >= 3, ">= 3 (two special tokens and one piece)"),
-    ("data.fewshot_sizes", lambda v: all(n > 0 for n in v), "positive sizes"),
+    ("data.fewshot_sizes", lambda v: all(n >= 0 for n in v), "sizes >= 0 (0: the zero-shot reference)"),
     ("mlm.mask_prob", lambda v: 0 < v < 1, "in (0, 1)"),
     ("mlm.pieces_budget", lambda v: v >= 0, ">= 0"),
     ("mlm.time_budget_minutes", lambda v: v >= 0, ">= 0 (0 = no limit)"),
