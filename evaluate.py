@@ -46,7 +46,8 @@ from data.conll import ConllError, Sentence, read_conll, write_conll
 from data.labels import build_label_set, is_iob2_tag
 from data.sampling import downsample
 from data.sources import load_split
-from tasks.ner import CRFTagger, MissingCheckpointError, predict_words
+from models.tagger import CRFTagger
+from tasks.ner import MissingCheckpointError, predict_words
 
 INPUT_FORMATS = ("auto", "text", "conll", "words")
 
