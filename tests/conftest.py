@@ -1,17 +1,29 @@
 """Shared fixtures: the public data root and a fixed seed."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from core.paths import data_root as _data_root
 
 
+def require_data(root) -> None:
+    """Skip a test that needs the public data when it is missing; in CI (``CI=true``, which CI
+    services set) fail instead, so a green CI run cannot have tested nothing."""
+    if (root / "panx").is_dir():
+        return
+    message = f"public data not found at {root} (set XLT_DATA_ROOT)"
+    if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+        pytest.fail(f"{message}; CI=true, so a missing data set is a failure, not a skip", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def data_root():
     root = _data_root()
-    if not (root / "panx").is_dir():
-        pytest.skip(f"public data not found at {root} (set XLT_DATA_ROOT)")
+    require_data(root)
     return root
 
 

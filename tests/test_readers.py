@@ -137,3 +137,16 @@ def test_unparsable_override_is_one_line(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "train.lr={1e-3" in err
     assert load_config(None, ["model.name_or_path='['"]).model.name_or_path == "["  # quoted: a string
+
+
+def test_missing_data_skips_locally_and_fails_in_ci(tmp_path, monkeypatch):
+    from conftest import require_data
+
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="public data not found"):
+        require_data(tmp_path)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true, so a missing data set is a failure"):
+        require_data(tmp_path)
+    (tmp_path / "panx").mkdir()
+    require_data(tmp_path)  # present: nothing happens
