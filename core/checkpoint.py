@@ -22,6 +22,7 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -138,12 +139,16 @@ def safe_load(path: str | Path, map_location="cpu", mmap: bool = False):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has no central directory
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint (not a complete torch.save archive); "
+                              f"delete it or start without --resume")
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # weights_only refused a global: the file wants to run code
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
         raise CheckpointError(f"{path}: refused, it holds objects other than tensors and plain values "
-                              f"(loading it could run code): {first}") from None
+                              f"(loading it could run code): {lines[0] if lines else 'weights-only load failed'}") \
+            from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); delete it or start "

@@ -126,3 +126,62 @@ def test_run_writes_results_json_scoring_the_best_checkpoint(tmp_path):
     model.load_state_dict(torch.load(tmp_path / "best.pt", map_location="cpu")["model"])
     assert returned["test_f1"] == f1_on(model, SENTS[1:], task.words, task.chars, False)
     assert returned["best_dev_f1"] == f1_on(model, SENTS[:2], task.words, task.chars, False)
+
+
+def _resumable_cfg():
+    from core.config import Config
+    cfg = Config()
+    cfg.bilstm = BiLSTMConfig(word_dim=8, char_dim=6, char_hidden=5, hidden_size=7, dropout=0.3)
+    cfg.train.precision, cfg.train.device, cfg.train.epochs, cfg.train.batch_size = "fp32", "cpu", 4, 1
+    cfg.train.lr, cfg.train.eval_every, cfg.train.log_every = 1e-2, 2, 1
+    return cfg
+
+
+def test_killed_and_resumed_run_reports_what_the_uninterrupted_run_reports(tmp_path, monkeypatch):
+    import json
+    from tasks.bilstm_crf import BiLSTMCRFTask
+
+    cfg = _resumable_cfg()
+    task = BiLSTMCRFTask(cfg, SENTS, SENTS[:2], SENTS[1:])
+    expected = task.run(cfg, tmp_path / "full")
+    best = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["model"]
+
+    original = BiLSTMCRFTask.train_batches
+
+    def crashing(self, epoch, rank, world):  # 3 steps per epoch: dies fetching step 8, after the step-6 save
+        for i, batch in enumerate(original(self, epoch, rank, world)):
+            if (epoch, i) == (2, 1):
+                raise KeyboardInterrupt("killed")
+            yield batch
+    with monkeypatch.context() as m:
+        m.setattr(BiLSTMCRFTask, "train_batches", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            BiLSTMCRFTask(cfg, SENTS, SENTS[:2], SENTS[1:]).run(cfg, tmp_path / "cut")
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 6
+    cfg.train.resume = True
+    for _ in range(2):  # the resume, then resuming the finished run
+        assert BiLSTMCRFTask(cfg, SENTS, SENTS[:2], SENTS[1:]).run(cfg, tmp_path / "cut") == expected
+        assert json.loads((tmp_path / "cut" / "results.json").read_text()) == expected
+        resumed_best = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["model"]
+        assert all(torch.equal(best[k], resumed_best[k]) for k in best)
+
+
+def test_caps_are_fixed_seed_samples_and_the_test_set_is_not_capped_by_the_dev_cap(tmp_path):
+    from core.config import load_config
+    from data.conll import write_conll
+    from data.sampling import downsample
+    from data.sources import load_split
+    from tasks.bilstm_crf import build_task
+
+    sents = [Sentence([f"w{i}", "x"], ["B-PER", "O"]) for i in range(20)]
+    (tmp_path / "panx/de").mkdir(parents=True)
+    for split in ("train", "val", "test"):
+        write_conll(tmp_path / f"panx/de/{split}.conllu", sents)
+    cfg = load_config(None, [f"data.root={tmp_path}", "data.max_eval_sentences=5", "data.max_train_sentences=7",
+                             "data.max_test_sentences=0", "task=bilstm_crf"])
+    task = build_task(cfg)
+    assert len(task.test) == 20  # max_test_sentences=0: all of them, whatever the dev cap says
+    dev = load_split(cfg.data, "de", "dev")
+    assert [s.words for s in task.dev] == [s.words for s in downsample(dev, 5, cfg.train.seed)]
+    assert [s.words for s in task.dev] != [s.words for s in dev[:5]]  # a sample, not the first five
+    assert len(task.train) == 7

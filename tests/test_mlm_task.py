@@ -248,3 +248,63 @@ def test_pieces_budget_sets_max_steps_before_the_run_and_turns_pacing_off(monkey
     assert cfg.train.max_steps == 5
     with pytest.raises(ValueError, match="train.max_steps"):
         plan_pieces(load_config(None, ["mlm.pieces_budget=1000", "train.max_steps=3"]))
+
+
+def _tiny_mlm_yaml(data_root, tmp_path, **train) -> "Path":
+    """A config file of the tiny pretraining run (German + Spanish NER text, 2 layers, H 32)."""
+    import yaml
+    text = [" ".join(s.words) for lang in ("de", "es") for s in load_split(load_config().data, lang, "train")[:600]]
+    (tmp_path / "toy.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    mlm = {"text_files": ["toy.txt"], "vocab_size": 400, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
+           "intermediate_size": 64, "seq_length": 32, "max_position_embeddings": 40, "dropout": 0.1,
+           "eval_sequences": 16, "heldout_every": 20}
+    config = {"task": "mlm", "data": {"root": str(tmp_path)}, "mlm": mlm,
+              "train": {"batch_size": 8, "lr": 1e-3, "log_every": 1, "eval_every": 3, "device": "cpu",
+                        "precision": "fp32", "out_dir": f"{tmp_path}/{{name}}", **train}}
+    path = tmp_path / "tiny_mlm.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_time_budget_run_writes_the_planned_max_steps_into_config_yaml(data_root, tmp_path, monkeypatch):
+    """plan_budget sets train.max_steps after train.py wrote config.yaml: fit rewrites it, so the
+    saved config reproduces the run (max_steps = int(0.92 x ~590 s left / 100 s per step) = 5)."""
+    import yaml
+    import train
+
+    monkeypatch.setattr(MLMTask, "time_steps", lambda self, n_steps=2: 100.0)
+    config = _tiny_mlm_yaml(data_root, tmp_path, max_steps=0)
+    assert train.main([str(config), "mlm.time_budget_minutes=10", "mlm.budget_reserve_seconds=0",
+                       "mlm.pace_batches=false"]) == 0
+    run = tmp_path / "tiny_mlm"
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    summary = json.loads((run / "mlm_summary.json").read_text())
+    assert written["train"]["max_steps"] == summary["max_steps"] == summary["steps"] == 5
+    assert torch.load(run / "last.pt", weights_only=True)["config"]["train"]["max_steps"] == 5
+
+
+def test_killed_and_resumed_pretraining_exports_the_same_model(data_root, tmp_path, monkeypatch):
+    import train
+
+    config = _tiny_mlm_yaml(data_root, tmp_path, max_steps=6)
+    full = [str(config), "train.name=full"]
+    assert train.main(full) == 0
+    original = MLMTask.train_batches
+
+    def crashing(self, epoch, rank=0, world=1):  # dies fetching step 5, after the step-3 evaluation + save
+        for i, batch in enumerate(original(self, epoch, rank, world)):
+            if (epoch, i) == (0, 4):
+                raise KeyboardInterrupt("killed")
+            yield batch
+    with monkeypatch.context() as m:
+        m.setattr(MLMTask, "train_batches", crashing)
+        with pytest.raises(KeyboardInterrupt):
+            train.main([str(config), "train.name=cut"])
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["step"] == 3
+    for _ in range(2):  # the resume, then resuming the finished run
+        assert train.main([str(config), "train.name=cut", "--resume"]) == 0
+        keys = ("steps", "max_steps", "heldout_mlm_loss", "heldout_mlm_acc")
+        a, b = (json.loads((tmp_path / name / "mlm_summary.json").read_text()) for name in ("full", "cut"))
+        assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
+        assert (tmp_path / "full/model/model.safetensors").read_bytes() == \
+            (tmp_path / "cut/model/model.safetensors").read_bytes()

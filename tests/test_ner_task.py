@@ -226,3 +226,95 @@ def test_missing_checkpoint_fails_before_any_work(tmp_path, data_root, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no checkpoint at" in err and "mini_pretrain" in err
     assert not (tmp_path / "mini_zeroshot_de").exists()
+
+
+def _rank_early_evals_best(monkeypatch):
+    """dev_f1 := minus the classifier's weight norm, a function of the weights alone (so a resumed run
+    scores exactly as the uninterrupted one) that is best early: the best checkpoint is not the last."""
+    original = NERTask.evaluate
+
+    def evaluate(self, model):
+        out = original(self, model)
+        out["dev_f1"] = -float(model.classifier.weight.norm())
+        return out
+    monkeypatch.setattr(NERTask, "evaluate", evaluate)
+
+
+def _crash_at(monkeypatch, epoch: int, index: int):
+    original = NERTask.train_batches
+
+    def train_batches(self, e, rank=0, world=1):
+        for i, batch in enumerate(original(self, e, rank, world)):
+            if (e, i) == (epoch, index):
+                raise KeyboardInterrupt("killed")
+            yield batch
+    monkeypatch.setattr(NERTask, "train_batches", train_batches)
+
+
+def _outputs(run):
+    results = json.loads((run / "results.json").read_text())
+    results.pop("export", None)  # names the command and folder that made it
+    return results, (run / "model" / "model.safetensors").read_bytes()
+
+
+def test_killed_and_resumed_ner_run_writes_what_the_uninterrupted_run_writes(tmp_path, data_root, tiny_model,
+                                                                             monkeypatch):
+    """results.json (best dev F1, test F1 of the best weights) and model/ after kill + --resume equal
+    the uninterrupted run's; so do those of resuming the finished run; metrics.jsonl has each step once."""
+    import train
+
+    _rank_early_evals_best(monkeypatch)
+    common = [*_tiny_overrides(tmp_path, data_root, tiny_model), "data.max_train_sentences=32", "train.epochs=2",
+              "data.max_eval_sentences=12", "data.max_test_sentences=12", "data.eval_langs=[de]",
+              "train.batch_size=8", "train.eval_every=3", "train.log_every=1", "train.name=res"]
+    full = ["configs/tiny_ner.yaml", *common, f"train.out_dir={tmp_path}/full/{{name}}"]
+    cut = ["configs/tiny_ner.yaml", *common, f"train.out_dir={tmp_path}/cut/{{name}}"]
+    assert train.main(full) == 0
+    expected = _outputs(tmp_path / "full" / "res")
+    best_step = torch.load(tmp_path / "full/res/best.pt", weights_only=True)["step"]
+    last_step = torch.load(tmp_path / "full/res/last.pt", weights_only=True)["step"]
+    assert best_step < last_step  # the best weights are not the last ones: the comparison can fail
+
+    with monkeypatch.context() as m:
+        _crash_at(m, epoch=1, index=2)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(cut)
+    run = tmp_path / "cut" / "res"
+    saved = torch.load(run / "last.pt", weights_only=True)["step"]
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) > saved  # steps after the checkpoint were logged before the kill
+    (run / ".last.pt.killed.tmp").write_bytes(b"half a save")
+    assert train.main(cut + ["--resume"]) == 0
+    assert _outputs(run) == expected
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == list(range(1, last_step + 1))
+    assert not list(run.glob(".*.tmp"))
+
+    assert train.main(cut + ["--resume"]) == 0  # resuming the finished run: same report, same weights
+    assert _outputs(run) == expected
+    assert json.loads((run / "results.json").read_text())["best_dev_f1"] != -1.0
+
+
+def test_fewshot_sizes_each_start_from_the_pretrained_weights(tmp_path, data_root, tiny_model, monkeypatch):
+    import train
+    from tasks.ner import load_model
+
+    built = []
+    original = NERTask.build_model
+
+    def build_model(self):
+        model = original(self)
+        built.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model
+    monkeypatch.setattr(NERTask, "build_model", build_model)
+    args = ["configs/tiny_ner.yaml", *_tiny_overrides(tmp_path, data_root, tiny_model), "data.max_train_sentences=32",
+            "data.fewshot_lang=fr", "data.fewshot_sizes=[8, 16]", "data.eval_langs=[fr]", "train.name=fs"]
+    assert train.main(args) == 0
+    cfg = load_config("configs/tiny_ner.yaml", args[1:])
+    pretrained = load_model(cfg, K)[0].state_dict()
+    k8_best = torch.load(tmp_path / "fs" / "k8" / "best.pt", weights_only=True)["model"]
+    assert len(built) == 2
+    for state in built:
+        for name in pretrained:
+            assert torch.equal(state[name], pretrained[name]), name
+    assert not torch.equal(built[1]["classifier.weight"], k8_best["classifier.weight"])
