@@ -1,0 +1,142 @@
+"""The fast_align model: parity with a loop-by-loop port of fast_align's EM, a known answer on a tiny
+corpus, symmetrisation and the 1-to-1 filter, AER against hand-computed values, similarity alignment."""
+import math
+import random
+
+import pytest
+import torch
+
+from models.word_align import (FastAlign, aer, align_both, build_cells, grow_diag_final, one_to_one,
+                               similarity_align, symmetrize)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def fast_align_z(i, m, n, tension):
+    """fast_align's DiagonalAlignment::ComputeZ (closed-form geometric sums), i = target position."""
+    def unnorm(j):
+        return math.exp(-abs(j / n - i / m) * tension)
+    split = i * n / m
+    floor = int(split)
+    ratio = math.exp(-tension / n)
+    top = n - floor
+    ezt = unnorm(floor + 1) * (1 - ratio ** top) / (1 - ratio) if top else 0.0
+    ezb = unnorm(floor) * (1 - ratio ** floor) / (1 - ratio) if floor else 0.0
+    return ezt + ezb
+
+
+def loop_fast_align(src, tgt, iterations, p0=0.08, tension=4.0, vb=False, alpha=0.01):
+    """fast_align.cc's UpdateFromPairs / Normalize(VB), one word at a time (no tension optimisation)."""
+    table = None
+    for it in range(iterations):
+        counts = {}
+        final = it == iterations - 1
+        links = []
+        for s_words, t_words in zip(src, tgt):
+            n, m = len(s_words), len(t_words)
+            sent = set()
+            for j, f in enumerate(t_words, 1):
+                z = fast_align_z(j, m, n, tension) / (1 - p0)
+                cands = [None] + s_words
+                probs = []
+                for i, e in enumerate(cands):
+                    prior = p0 if i == 0 else math.exp(-abs(i / n - j / m) * tension) / z
+                    t = 1e-9 if table is None else table[(e, f)]
+                    probs.append(t * prior)
+                if final:
+                    best = max(range(n + 1), key=lambda i: (probs[i], -i))
+                    if best > 0:
+                        sent.add((best - 1, j - 1))
+                    continue
+                total = sum(probs)
+                for i, e in enumerate(cands):
+                    counts[(e, f)] = counts.get((e, f), 0.0) + probs[i] / total
+            links.append(sent)
+        if final:
+            return table, links
+        by_e = {}
+        for (e, f), c in counts.items():
+            by_e[e] = by_e.get(e, 0.0) + c + (alpha if vb else 0.0)
+        if vb:
+            table = {k: math.exp(torch.digamma(torch.tensor(c + alpha, dtype=torch.float64)).item()
+                                 - torch.digamma(torch.tensor(by_e[k[0]], dtype=torch.float64)).item())
+                     for k, c in counts.items()}
+        else:
+            table = {k: c / by_e[k[0]] for k, c in counts.items()}
+
+
+CORPUS_SRC = [["das", "haus"], ["das", "buch"], ["ein", "buch"], ["ein", "kleines", "haus"], ["das", "kleine", "buch"]]
+CORPUS_TGT = [["the", "house"], ["the", "book"], ["a", "book"], ["a", "small", "house"], ["small", "the", "book"]]
+
+
+def test_prior_normaliser_equals_fast_align_closed_form():
+    cells = build_cells([[0] * 7, [0] * 3], [[0] * 5, [0] * 9])
+    model = FastAlign()
+    for tension in (0.5, 4.0, 11.0):
+        prior = model.prior(cells, tension)
+        real = cells["pos"] > 0
+        for c in torch.nonzero(real).squeeze(1)[::7].tolist():
+            n = 7 if cells["sent"][cells["token"][c]] == 0 else 3
+            m = 5 if n == 7 else 9
+            i, j = int(cells["pos"][c]), int(cells["tpos"][c])
+            want = (1 - 0.08) * math.exp(-abs(i / n - j / m) * tension) / fast_align_z(j, m, n, tension)
+            assert prior[c].item() == pytest.approx(want, rel=1e-12)
+        token_mass = torch.zeros(14, dtype=prior.dtype).index_add_(0, cells["token"], prior)
+        assert torch.allclose(token_mass, torch.ones(14, dtype=prior.dtype))
+
+
+@pytest.mark.parametrize("vb", [False, True])
+def test_em_equals_a_loop_port_of_fast_align(vb):
+    model = FastAlign(iterations=4, optimize_tension=False, variational_bayes=vb).fit(CORPUS_SRC, CORPUS_TGT)
+    table, links = loop_fast_align(CORPUS_SRC, CORPUS_TGT, iterations=4, vb=vb)
+    V = len(model.tgt_vocab)
+    for (e, f), value in table.items():
+        key = (0 if e is None else model.src_vocab.ids[e] + 1) * V + model.tgt_vocab.ids[f]
+        slot = int(torch.searchsorted(model.keys, torch.tensor(key)))
+        assert model.keys[slot] == key and model.t[slot].item() == pytest.approx(value, rel=1e-9)
+    assert len(table) == len(model.keys)
+    assert model.align(CORPUS_SRC, CORPUS_TGT) == links
+
+
+def test_known_answer_on_a_shuffled_lexicon():
+    # 8 word pairs d_k <-> e_k, 3-word sentences, every second target reversed: EM has to beat the
+    # diagonal prior with lexical evidence and then recovers every link
+    rng = random.Random(0)
+    src, tgt = [], []
+    for s in range(60):
+        ks = rng.sample(range(8), 3)
+        src.append([f"d{k}" for k in ks])
+        tgt.append([f"e{k}" for k in (ks[::-1] if s % 2 else ks)])
+    forward, reverse = align_both(src, tgt, iterations=10)
+    want = [{(i, t.index("e" + w[1:])) for i, w in enumerate(s)} for s, t in zip(src, tgt)]
+    assert forward == want and reverse == want
+    assert symmetrize(forward, reverse) == want
+    assert FastAlign(iterations=10).fit(src, tgt).tension < 4.0  # the reversals loosen the diagonal
+
+
+def test_grow_diag_final_and_one_to_one_by_hand():
+    forward = {(0, 0), (1, 1), (2, 1), (3, 3)}  # each target word has one source
+    reverse = {(0, 0), (1, 1), (1, 2), (3, 4)}  # each source word has one target
+    # intersection {00, 11}; grow-diag adds (2,1) (neighbour of (1,1), source 2 free) and (1,2)
+    # (neighbour of (1,1), target 2 free); final adds (3,3) then (3,4) (target 4 still free)
+    assert grow_diag_final(forward, reverse) == {(0, 0), (1, 1), (2, 1), (1, 2), (3, 3), (3, 4)}
+    assert symmetrize([forward], [reverse]) == [{(0, 0), (1, 1)}]
+    assert one_to_one({(0, 0), (1, 1), (2, 1), (3, 3), (3, 4)}) == {(0, 0)}
+
+
+def test_aer_by_hand():
+    sure = [{(0, 0), (1, 1)}, {(0, 0)}]
+    possible = [{(0, 0), (1, 1), (1, 2)}, {(0, 0), (1, 0)}]
+    predicted = [{(0, 0), (1, 2), (2, 2)}, {(1, 0)}]
+    # |A| = 4, |S| = 3, |A & S| = 1 ((0,0)), |A & P| = 3 ((0,0), (1,2), (1,0)): AER = 1 - 4/7
+    got = aer(predicted, sure, possible)
+    assert got["aer"] == pytest.approx(3 / 7) and got["precision"] == pytest.approx(3 / 4)
+    assert got["recall"] == pytest.approx(1 / 3)
+    assert aer(sure, sure, possible)["aer"] == 0.0
+
+
+def test_similarity_align_is_the_mutual_argmax():
+    sim = torch.tensor([[0.9, 0.1, 0.0],
+                        [0.8, 0.7, 0.2],   # row best 0, but column 0 prefers row 0: not mutual
+                        [0.0, 0.3, 0.6]])
+    assert similarity_align(sim) == {(0, 0), (2, 2)}
