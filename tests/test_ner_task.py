@@ -167,14 +167,13 @@ def test_crf_head_loss_and_decoding(ner_root):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """One tiny random checkpoint for the end-to-end tests (what model.tiny_random writes)."""
-    pytest.importorskip("core.loop")
+    from conftest import require_data
     from core.paths import data_root
     from data.conll import read_conll
     from tasks.ner import write_tiny_checkpoint
 
+    require_data(data_root())  # skip, or fail in CI
     path = data_root() / "panx/de/train.conllu"
-    if not path.is_file():
-        pytest.skip(f"public data not found at {data_root()}")
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model", read_conll(path)[:2000])
 
 
@@ -218,7 +217,6 @@ def test_fewshot_run_writes_one_model_per_size_and_a_curve(tmp_path, data_root, 
 
 
 def test_missing_checkpoint_fails_before_any_work(tmp_path, data_root, capsys):
-    pytest.importorskip("core.loop")
     import train
 
     code = train.main(["configs/mini_zeroshot_de.yaml", f"data.root={data_root}",

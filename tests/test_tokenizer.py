@@ -38,10 +38,10 @@ def read_panx(root, lang, n):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
+    from conftest import require_data
     from core.paths import data_root
     root = data_root()
-    if not (root / "panx").is_dir():
-        pytest.skip(f"public data not found at {root}")
+    require_data(root)  # skip, or fail in CI
     word_sents = read_panx(root, "de", 800) + read_panx(root, "es", 800) + read_panx(root, "ru", 800)
     with open(root / "klue_re" / "dev" / "dev.csv", encoding="utf-8") as f:
         korean = [row["sentence"] for _, row in zip(range(800), csv.DictReader(f))]
