@@ -316,3 +316,21 @@ def test_fewshot_sizes_each_start_from_the_pretrained_weights(tmp_path, data_roo
         for name in pretrained:
             assert torch.equal(state[name], pretrained[name]), name
     assert not torch.equal(built[1]["classifier.weight"], k8_best["classifier.weight"])
+
+
+def test_diverging_tiny_run_exits_3_and_exports_nothing(tmp_path, data_root, tiny_model, capsys):
+    """train.lr=1e6 on the tiny model: the loss is NaN within a few steps; the run says so and exits 3;
+    no model/ or results.json is written and every saved checkpoint is finite."""
+    import train
+
+    args = ["configs/tiny_ner.yaml", *_tiny_overrides(tmp_path, data_root, tiny_model), "train.lr=1e6",
+            "train.max_steps=12", "train.log_every=3", "train.eval_every=3", "data.eval_langs=[de]", "train.name=nan"]
+    assert train.main(args) == 3
+    err = capsys.readouterr().err
+    assert "NaN/infinite" in err and "Traceback" not in err
+    run = tmp_path / "nan"
+    assert not (run / "model").exists() and not (run / "results.json").exists()
+    for name in ("last.pt", "best.pt"):
+        if (run / name).exists():
+            state = torch.load(run / name, weights_only=True)["model"]
+            assert all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()), name
