@@ -12,7 +12,10 @@ Both models hold the same random weights (ours imported from the transformers mo
 the key map, so the outputs are checked too). Repetitions are interleaved ours/ref (order
 alternating) so machine noise hits both alike; we report the median tokens/s and the ratio
 ours/ref (> 1 = we are faster). Tokens = real (non-pad) subword positions; batches have
-realistic padding (lengths uniform in [T/2, T]).
+realistic padding (lengths uniform in [T/2, T]). Roofline: the model FLOPs of the step
+(bench/flops.py, counted from the shapes on the real tokens) per wall-clock second, over the
+GEMM peak measured at the start in the same process, precision and thread count
+(bench/matmul.py gemm_peak).
 Load: a fresh subprocess per loader reports its RSS high-water mark before and after loading
 a base-size checkpoint written by transformers.
 """
@@ -33,6 +36,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.flops import flops_of_batch, phase_summary  # noqa: E402
+from bench.matmul import gemm_peak  # noqa: E402
 from core.precision import cpu_supports_bf16  # noqa: E402
 from models import load_from_source  # noqa: E402
 from models.encoder import XLMRConfig  # noqa: E402
@@ -113,23 +118,34 @@ def bench_speed(size: dict, shapes, precisions, reps: int) -> list[dict]:
         diff = (ours(ids, mask) - ref(input_ids=ids, attention_mask=mask.long()).logits)[mask].abs().max()
     print(f"max |ours - ref| logits fp32: {diff:.2e}")
     rows = []
-    print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref")
+    peaks = {p: gemm_peak(p) for p in precisions}
+    print("measured GEMM peak (bench/matmul.py gemm_peak, 2048^3, this process): "
+          + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items()))
+    print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref;")
+    print("roofline: model GFLOP/s by wall clock (bench/flops.py: matrix products on the real tokens) and % of the peak")
     print(f"{'mode':8} {'prec':5} {'BxT':7} {'ours cpu':>9} {'ref cpu':>9} {'ratio':>6}   "
-          f"{'ours wall':>9} {'ref wall':>9} {'ratio':>6}")
+          f"{'ours wall':>9} {'ref wall':>9} {'ratio':>6}   {'GFLOP/s ours (peak%)':>20} {'ref (peak%)':>12}")
     for precision in precisions:
         for B, T in shapes:
             batch = make_batch(B, T, size["vocab_size"], seed=B * T)
+            if precision == precisions[0]:
+                print(f"  {B}x{T} FLOPs by phase (fwd): {phase_summary(flops_of_batch(size, batch[1], NUM_LABELS, False))}")
             for mode in ("fwd", "fwd+bwd", "fwd+bwd*"):
                 # fwd+bwd* = ours as core.loop trains it: the word-embedding gradient is sparse
                 # (core.optim.build_optimizer sets it; LazyAdamW consumes it), no (V, H) dense grad
                 ours.encoder.embeddings.word_embeddings.sparse = mode == "fwd+bwd*"
                 t = time_pair(ours, ref, batch, mode != "fwd", precision, reps)
+                flops = flops_of_batch(size, batch[1], NUM_LABELS, backward=mode != "fwd")
+                per_token = flops["total"] / flops["tokens"]
                 t |= dict(mode=mode, precision=precision, shape=f"{B}x{T}",
-                          ratio_cpu=t["ours_cpu"] / t["ref_cpu"], ratio_wall=t["ours_wall"] / t["ref_wall"])
+                          ratio_cpu=t["ours_cpu"] / t["ref_cpu"], ratio_wall=t["ours_wall"] / t["ref_wall"],
+                          gflops_ours=per_token * t["ours_wall"] / 1e9, gflops_ref=per_token * t["ref_wall"] / 1e9,
+                          peak_gflops=peaks[precision])
                 rows.append(t)
                 print(f"{mode:8} {precision:5} {B}x{T:<4} {t['ours_cpu']:9.0f} {t['ref_cpu']:9.0f} "
-                      f"{t['ratio_cpu']:6.2f}   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ratio_wall']:6.2f}",
-                      flush=True)
+                      f"{t['ratio_cpu']:6.2f}   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ratio_wall']:6.2f}   "
+                      f"{t['gflops_ours']:12.0f} ({100 * t['gflops_ours'] / peaks[precision]:3.0f}%) "
+                      f"{t['gflops_ref']:6.0f} ({100 * t['gflops_ref'] / peaks[precision]:3.0f}%)", flush=True)
     return rows
 
 

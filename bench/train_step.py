@@ -19,6 +19,8 @@ number of distinct pieces seen; ``--active-rows N`` marks N extra rows as touche
 (a German PAN-X epoch touches on the order of 10^4 of the 250,002 rows).
 Timing: after warm-up, reps alternate ours/ref (order flipped each rep); median tokens/s (real
 tokens) by wall clock and by process CPU time (steadier on a shared machine); ratio = ours/ref.
+Roofline: each row's model GFLOP/s (bench/flops.py, fwd + bwd = 3 x fwd, real tokens only) by
+wall clock, and its share of the GEMM peak measured at the start (bench/matmul.py gemm_peak).
 Both models with their AdamW states take ~8.5 GB, plus ~4 GB of activations at 32x128:
 ``--sequential`` times the reference alone, frees it, then ours (fresh random weights) alone.
 """
@@ -37,6 +39,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.flops import flops_of_batch, phase_summary  # noqa: E402
+from bench.matmul import gemm_peak  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.lazy_adamw import LazyAdamW  # noqa: E402
 from core.loop import train_step  # noqa: E402
@@ -224,9 +228,21 @@ def active_rows(ours: Ours) -> int:
     return int(active.sum()) if active is not None else weight.shape[0]
 
 
-def print_row(precision, B, T, t, n_active) -> None:
+PEAKS: dict[str, float] = {}  # measured GEMM peak per precision (filled in main)
+
+
+def print_row(precision, B, T, t, n_active, size: dict | None = None) -> None:
+    """One table row; with ``size``, the roofline: model GFLOP/s of the step (fwd + bwd, bench/flops.py)
+    by wall clock and its share of the measured GEMM peak of the same precision."""
+    roof = ""
+    if size is not None and precision in PEAKS:
+        mask = make_batch(B, T, size["vocab_size"], seed=B * T)["attention_mask"]
+        flops = flops_of_batch(size, mask, NUM_LABELS, backward=True)
+        per_token = flops["total"] / flops["tokens"]
+        ours, ref = per_token * t["ours_wall"] / 1e9, per_token * t["ref_wall"] / 1e9
+        roof = f"   {ours:6.0f} ({100 * ours / PEAKS[precision]:3.0f}%) {ref:6.0f} ({100 * ref / PEAKS[precision]:3.0f}%)"
     print(f"{precision:5} {B}x{T:<4} {t['ours_cpu']:9.0f} {t['ref_cpu']:9.0f} {t['ours_cpu'] / t['ref_cpu']:6.2f}"
-          f"   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ours_wall'] / t['ref_wall']:6.2f}   {n_active:,}",
+          f"   {t['ours_wall']:9.0f} {t['ref_wall']:9.0f} {t['ours_wall'] / t['ref_wall']:6.2f}   {n_active:>11,}{roof}",
           flush=True)
 
 
@@ -256,19 +272,27 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     check_same_update(ours, ref, make_batch(8, 32, size["vocab_size"], seed=123))
     mark_active(ours, args.active_rows)
-    print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref")
+    PEAKS.update({p: gemm_peak(p) for p in precisions})
+    print("measured GEMM peak (bench/matmul.py gemm_peak, 2048^3, this process): "
+          + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in PEAKS.items()))
+    for B, T in shapes:
+        mask = make_batch(B, T, size["vocab_size"], seed=B * T)["attention_mask"]
+        f = flops_of_batch(size, mask, NUM_LABELS, backward=True)
+        print(f"  {B}x{T}: {f['total'] / 1e9:.1f} GFLOP per step (fwd+bwd), {phase_summary(f)}")
+    print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref;")
+    print("roofline = model GFLOP/s by wall clock (bench/flops.py) and its % of the measured GEMM peak")
     print(f"{'prec':5} {'BxT':7} {'ours cpu':>9} {'ref cpu':>9} {'ratio':>6}   {'ours wall':>9} {'ref wall':>9} "
-          f"{'ratio':>6}   active rows")
+          f"{'ratio':>6}   {'active rows':>11}   {'GFLOP/s ours':>12} {'ref':>12}")
     cases = [(precision, shape) for precision in precisions for shape in shapes]
     if args.sequential:
         runners = {"ours": ours, "ref": ref}
         del ours, ref
         for row in run_sequential(runners, size, cases, args, train_cfg):
-            print_row(*row)
+            print_row(*row, size=size)
         return
     for precision, (B, T) in cases:
         t = time_pair(ours, ref, make_batch(B, T, size["vocab_size"], seed=B * T), precision, args.reps, args.warmup)
-        print_row(precision, B, T, t, active_rows(ours))
+        print_row(precision, B, T, t, active_rows(ours), size=size)
 
 
 if __name__ == "__main__":

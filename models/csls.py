@@ -128,19 +128,31 @@ def _upper(ops: _Operands, tau: torch.Tensor) -> torch.Tensor:
     return tau + ops.error_bound(tau) + ops.slack
 
 
+_GATHER = {}  # one reused gather buffer per (device, dim): a fresh 60 MB block costs its page faults every time
+
+
 def _exact_pairs(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                 gather_mb: float = 64) -> torch.Tensor:
+                 gather_mb: float = 32) -> torch.Tensor:
     """fp32 dot products x[rows[i]] . y[cols[i, m]] -> (R, M); rows (R,), cols (R, M).
 
     Gathered in slices of rows so the (R', M, d) copy of y stays under gather_mb."""
     R, M = cols.shape
-    step = max(1, int(gather_mb * 2**20 // (4 * max(M, 1) * y.shape[1])))
+    d = y.shape[1]
+    step = max(1, int(gather_mb * 2**20 // (4 * max(M, 1) * d)))
+    key = (y.device, d)
+    buf = _GATHER.get(key)
+    if buf is None or buf.numel() < min(step, R) * M * d:
+        buf = _GATHER[key] = y.new_empty(max(min(step, R) * M * d, 1))
     out = x.new_empty(R, M)
     for lo in range(0, R, step):
         c = cols[lo:lo + step]
-        ys = y.index_select(0, c.flatten()).view(*c.shape, y.shape[1])  # (R', M, d)
+        ys = torch.index_select(y, 0, c.flatten(), out=buf[:c.numel() * d].view(c.numel(), d)).view(*c.shape, d)
         out[lo:lo + step] = torch.bmm(ys, x.index_select(0, rows[lo:lo + step]).unsqueeze(2)).squeeze(2)
     return out
+
+
+def _release_buffers() -> None:
+    _GATHER.clear()
 
 
 def _block_width(num_cols: int, keep: int) -> int:
@@ -354,7 +366,16 @@ def _search(src, tgt, k: int, topk: int | None, queries, memory_mb: float, neigh
     if queries is None:
         queries = torch.arange(S, device=src.device)
     out = dict(stats={})
-    small = S * T < brute_force_below
+    try:
+        return _search_inner(src, tgt, k, topk, queries, memory_mb, neighbourhoods, dtype, row_margin, col_margin,
+                             retrieval_margin, S * T < brute_force_below, out)
+    finally:
+        _release_buffers()
+
+
+def _search_inner(src, tgt, k, topk, queries, memory_mb, neighbourhoods, dtype, row_margin, col_margin,
+                  retrieval_margin, small, out):
+    S, T = src.shape[0], tgt.shape[0]
     if neighbourhoods is None:
         if small:
             out["r_src"] = _exact_topk(src, tgt, min(k, T), memory_mb)[0].mean(1)
