@@ -3,7 +3,7 @@
 Legend: B sequences, T subword positions, H hidden, V vocabulary, M masked positions.
 
     task = build_task(cfg)        # gather text, train the sentencepiece model, encode, pack
-    task.run(cfg, run_dir)        # core.loop.fit, then save the HF layout to run_dir/model/
+    task.run(cfg, run_dir)        # core.task.fit_best, then save the best weights (HF layout) to run_dir/model/
 
 The budget (``mlm.time_budget_minutes``) counts from build_task, tokenizer training included.
 run() hands what is left of it (minus ``mlm.budget_reserve_seconds`` for the final export) to
