@@ -61,18 +61,22 @@ def _clean_etag(value: str | None) -> str | None:
 
 
 class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
-    """Keeps the headers of every redirect: the Hub puts X-Linked-Size/-Etag on its CDN redirect."""
+    """Keeps the headers of every redirect and stops at the Hub's redirect to its CDN: that one
+    carries X-Linked-Size / X-Linked-Etag, and a presigned CDN URL may refuse HEAD."""
 
     def __init__(self):
         self.hops: list = []
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         self.hops.append(headers)
+        if headers.get("X-Linked-Size") or headers.get("X-Linked-Etag"):
+            return None  # urllib then raises HTTPError(code) with these headers
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def remote_info(url: str, timeout: float = 30.0) -> RemoteInfo:
-    """HEAD ``url``: exists=False on 404; an empty RemoteInfo when the server refuses HEAD."""
+    """HEAD ``url``: exists=False on 404; an empty RemoteInfo when the server will not say (HEAD
+    refused, 403 on a presigned URL, ...): the GET then tells the size. No network: DownloadError."""
     redirects = _RecordingRedirects()
     request = urllib.request.Request(url, method="HEAD", headers=_HEADERS)
     try:
@@ -81,9 +85,9 @@ def remote_info(url: str, timeout: float = 30.0) -> RemoteInfo:
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return RemoteInfo(exists=False)
-        if e.code in (405, 501):  # HEAD not supported: the GET tells the size
+        if not (300 <= e.code < 400 and redirects.hops):
             return RemoteInfo()
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+        hops = redirects.hops  # stopped at the Hub's CDN redirect
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise DownloadError(f"{url}: {getattr(e, 'reason', e)}") from None
     linked = next((h for h in hops if h.get("X-Linked-Size") or h.get("X-Linked-Etag")), None)

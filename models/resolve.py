@@ -44,7 +44,10 @@ def find_in_hf_cache(repo: str, need_weights: bool = True) -> Path | None:
     if not snapshots.is_dir():
         return None
     ref = root / "refs" / "main"
-    candidates = [snapshots / ref.read_text().strip()] if ref.is_file() else []
+    revision = ref.read_text().strip() if ref.is_file() else ""
+    # a commit hash names one folder; anything else (empty, '..', a path) is not followed
+    one_folder = revision not in ("", ".", "..") and "/" not in revision and "\\" not in revision
+    candidates = [snapshots / revision] if one_folder else []
     candidates += sorted(p for p in snapshots.iterdir() if p.is_dir())
     return next((c for c in candidates if is_complete(c, need_weights)), None)
 

@@ -71,6 +71,13 @@ def test_hf_cache_layout_and_alias(tiny_checkpoint, isolated, monkeypatch, env):
         (snap / p.name).write_bytes(p.read_bytes())
     assert resolve_model_dir("xlm-roberta-base") == snap  # old name is an alias
     assert resolve_model_dir("FacebookAI/xlm-roberta-base") == snap
+    # refs/main naming a folder outside snapshots/ is not followed (a complete one is there)
+    outside = isolated / "outside"
+    outside.mkdir()
+    for p in tiny_checkpoint.iterdir():
+        (outside / p.name).write_bytes(p.read_bytes())
+    (repo / "refs" / "main").write_text("../../../outside")
+    assert resolve_model_dir("xlm-roberta-base") == snap
 
 
 def test_download_from_loopback_server(tiny_checkpoint, server, isolated, monkeypatch):
