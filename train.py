@@ -49,9 +49,14 @@ def _relation(cfg):
     return build_task(cfg)
 
 
+def _align(cfg):
+    from tasks.align import build_task
+    return build_task(cfg)
+
+
 # Imports happen inside each builder, so a task whose module is missing breaks only itself.
 TASKS = {"ner": _ner, "mlm": _mlm, "bilstm_crf": _bilstm_crf, "zeroresource": _zeroresource,
-         "relation": _relation}
+         "relation": _relation, "align": _align}
 
 # Errors a builder raises for a missing checkpoint, data file or bad setting: printed cleanly.
 SETUP_ERRORS = (FileNotFoundError, ValueError, ImportError, ConfigError)

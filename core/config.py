@@ -231,8 +231,31 @@ class RelationConfig:
 
 
 @dataclass
+class AlignConfig:
+    """Contextual alignment fine-tuning (tasks/align.py, docs/ALIGN.md): aligned words of each pair move
+    to the anchor language's, whose words are held near the frozen original model."""
+    anchor: str = "de"  # the language that stays put; the other side of every pair moves to it
+    # "<lang>-<anchor>" -> [file of lang, file of anchor], line-aligned, relative to data.root
+    train_pairs: dict[str, list[str]] = field(default_factory=lambda: {
+        "en-de": ["multi30k/train.en", "multi30k/train.de"], "fr-de": ["multi30k/train.fr", "multi30k/train.de"]})
+    dev_pairs: dict[str, list[str]] = field(default_factory=lambda: {  # retrieval on these picks best.pt
+        "en-de": ["multi30k/val.en", "multi30k/val.de"], "fr-de": ["multi30k/val.fr", "multi30k/val.de"]})
+    tokenized: bool = False  # true: words are split by spaces; false: data.parallel.split_words
+    alignments: dict[str, str] = field(default_factory=dict)  # pair -> Pharaoh file for train_pairs; else fast_align here
+    max_pairs: int = 0  # training sentence pairs per language pair (first N); 0 = all
+    layer: int = -1  # the layer aligned (0 = embeddings, -1 = last)
+    pooling: str = "mean"  # mean | first | last piece of a word
+    loss: str = "l2"  # l2 (Cao et al. 2020) | infonce
+    lam: float = 1.0  # weight of sum ||f(a) - f0(a)||^2 over the anchor words
+    temperature: float = 0.1  # infonce only
+    symmetrize: str = "intersect"  # intersect | grow-diag-final (then 1-to-1 links are kept)
+    aligner_iterations: int = 5
+    max_pieces: int = 128  # pieces per sentence; words past the cut are not aligned
+
+
+@dataclass
 class Config:
-    task: str = "ner"  # ner | mlm | bilstm_crf | zeroresource
+    task: str = "ner"  # ner | mlm | bilstm_crf | zeroresource | align
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -241,6 +264,7 @@ class Config:
     bilstm: BiLSTMConfig = field(default_factory=BiLSTMConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
     relation: RelationConfig = field(default_factory=RelationConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
 
 
 class ConfigError(ValueError):

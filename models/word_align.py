@@ -244,3 +244,14 @@ def similarity_align(similarity: torch.Tensor) -> set[Link]:
     row_best = similarity.argmax(1)  # (n,)
     col_best = similarity.argmax(0)  # (m,)
     return {(i, j) for i, j in enumerate(row_best.tolist()) if col_best[j] == i}
+
+
+def align_corpus(src: list[list[str]], tgt: list[list[str]], method: str = "intersect", iterations: int = 5,
+                 lowercase: bool = True, keep_one_to_one: bool = True) -> list[set[Link]]:
+    """The paper's recipe in one call: both directions, symmetrised, 1-to-1 links kept (lower-cased words)."""
+    if lowercase:
+        src = [[w.lower() for w in s] for s in src]
+        tgt = [[w.lower() for w in t] for t in tgt]
+    forward, reverse = align_both(src, tgt, iterations=iterations)
+    links = symmetrize(forward, reverse, method)
+    return [one_to_one(l) for l in links] if keep_one_to_one else links
