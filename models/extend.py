@@ -84,7 +84,8 @@ def new_rows(weight: torch.Tensor, bias: torch.Tensor | None, n_new: int, init: 
     V, H = weight.shape
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    base_bias = bias.double().mean() if bias is not None and V > 0 else torch.zeros((), dtype=torch.float64)
+    ordinary = bias[FIRST_ORDINARY_ID:] if bias is not None else None  # the specials' biases are not typical
+    base_bias = ordinary.double().mean() if ordinary is not None and len(ordinary) else torch.zeros((), dtype=torch.float64)
     if init == "random":
         rows = torch.randn(n_new, H, generator=generator, dtype=torch.float64) * std  # (N, H)
         return rows, torch.zeros(n_new, dtype=torch.float64)

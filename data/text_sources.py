@@ -1,0 +1,85 @@
+"""Plain text lines from the files a user has, whatever their format.
+
+    lines = read_source(root, "eltec/rus.txt")                                  # one paragraph a line
+    lines = read_source(root, "kowiki/AA/wiki_*")                               # a glob, files in name order
+    lines = read_source(root, "nsmc/reviews.tsv.gz#review")                     # a column of a TSV (gzip ok)
+    lines = read_source(root, "klue_re/train_subset/val_predictions.csv#sentence", max_lines=1000)
+
+A spec is a path relative to the data root, optionally with ``#column`` for .csv / .tsv files
+(read by header name; .gz is unpacked on the fly; a CSV's BOM is skipped). Plain files give one
+line per non-empty line, whitespace folded, HTML escapes undone; lines that are markup of the
+dumps at hand are skipped: WikiExtractor's ``<doc ...>`` / ``</doc>`` and ELTeC's ``### file``
+headers. ``max_lines`` keeps the first N lines of the spec (0 = all).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import html
+import io
+from pathlib import Path
+
+SKIP_PREFIXES = ("<doc ", "</doc>", "### ")
+
+
+class TextSourceError(ValueError):
+    """A text source that is missing, empty or malformed (the message names the config key)."""
+
+
+def _open(path: Path):
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+
+
+def _fold(text: str) -> str:
+    return " ".join(html.unescape(text).split())
+
+
+def _plain_lines(path: Path):
+    with _open(path) as handle:
+        for raw in handle:
+            line = _fold(raw)
+            if line and not line.startswith(SKIP_PREFIXES):
+                yield line
+
+
+def _column_lines(path: Path, column: str, key: str):
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    delimiter = "\t" if stem.endswith(".tsv") else ","
+    with _open(path) as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise TextSourceError(f"{key}: {path} has no column {column!r} (columns: {reader.fieldnames})")
+        for row_number, row in enumerate(reader, start=2):
+            value = row.get(column)
+            if value is None:
+                raise TextSourceError(f"{key}: {path} row {row_number} has no {column!r} field")
+            line = _fold(value)
+            if line:
+                yield line
+
+
+def source_paths(root: Path, spec: str, key: str) -> tuple[list[Path], str]:
+    """(the files of a spec, its column or "") -- a named error when nothing matches."""
+    rel, _, column = spec.partition("#")
+    if any(ch in rel for ch in "*?["):
+        paths = sorted(p for p in root.glob(rel) if p.is_file())
+    else:
+        paths = [root / rel] if (root / rel).is_file() else []
+    if not paths:
+        raise TextSourceError(f"{key}: no file {root / rel} (paths are relative to the data root {root})")
+    return paths, column
+
+
+def read_source(root: str | Path, spec: str, max_lines: int = 0, key: str = "text source") -> list[str]:
+    """The non-empty lines of one spec; an error naming ``key`` and the file if it gives none."""
+    paths, column = source_paths(Path(root), spec, key)
+    lines: list[str] = []
+    for path in paths:
+        for line in (_column_lines(path, column, key) if column else _plain_lines(path)):
+            lines.append(line)
+            if max_lines and len(lines) >= max_lines:
+                return lines
+    if not lines:
+        raise TextSourceError(f"{key}: {', '.join(map(str, paths))} holds no text lines")
+    return lines
