@@ -48,6 +48,7 @@ from data.sampling import downsample
 from data.sources import load_split
 from models.tagger import CRFTagger
 from tasks.ner import MissingCheckpointError, predict_words
+from tasks import relation  # --predict on a relation run (tasks/relation.py)
 
 INPUT_FORMATS = ("auto", "text", "conll", "words")
 
@@ -335,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.run_dir) != 1:
         parser.error("give exactly one RUN_DIR (or --gather with several)")
     run_dir = Path(args.run_dir[0])
+    if args.predict and relation.is_relation_run(run_dir):  # KLUE-layout CSV rows -> id, pred_label, probs
+        return relation.predict_cli(run_dir, args.predict, args.out)
     try:
         sentences = read_input(args.predict, args.input_format) if args.predict else None  # input errors first
         model, tokenizer, labels, cfg = load_trained(run_dir)

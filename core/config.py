@@ -5,7 +5,12 @@
 Order of precedence: dataclass defaults < YAML file < dotted command-line overrides.
 Every key is checked against the schema; an unknown key is an error that names the
 closest valid key. Values are checked against the field's type (YAML gives ints for
-``3`` and floats for ``3e-5``; an int where a float is expected is accepted).
+``3`` and floats for ``3e-5``; an int where a float is expected is accepted; a float must be
+finite); an enum-like setting is a ``Literal[...]`` and a wrong value names the valid ones
+(``'model.head' must be one of 'linear', 'crf'``). After the overrides, ``validate`` checks
+value ranges (``_RULES``: lr >= 0, accum_steps >= 1, ...), the run name (one folder name) and
+``out_dir`` (no placeholder but ``{name}``); every error is a ConfigError naming the key.
+New sections may use ``Literal`` fields and append rules to ``_RULES``.
 
 Each section belongs to one part of the project: ``model`` (encoder and head),
 ``data`` (NER files, windows, sampling), ``train`` (the loop), ``profile``,
@@ -220,7 +225,8 @@ class RelationConfig:
     class_weights: Literal["none", "inverse", "inverse_sqrt"] = "none"
     negatives_per_positive: float = 0.0  # CoNLL04 training pairs: keep this many negatives per positive (0 = all)
     max_train_examples: int = 0  # seeded sample of the training examples (0 = all)
-    max_eval_examples: int = 0  # seeded sample of the dev and test examples (0 = all; smoke runs only)
+    max_dev_examples: int = 0  # seeded sample of the dev part for model selection (0 = all)
+    max_test_examples: int = 0  # seeded sample of the test part: smoke runs only, never for a reported score
     # Decoding, measured on the test part with and without: the constraint masks relations whose
     # (subject type, object type) never occurs with them in training; the prior correction adds an offset
     # to the no_relation logit, tuned on the dev part; temperature scaling (fit on the dev part) before AUPRC.
@@ -228,6 +234,29 @@ class RelationConfig:
     prior_correction: bool = False
     temperature: bool = False
     skip_bad_rows: bool = False  # count and report bad rows instead of stopping at the first
+
+
+@dataclass
+class ExtendConfig:
+    """Vocabulary extension (tasks/extend.py, docs/EXTEND.md): new target-language pieces, grown rows,
+    continual MLM (the mlm section's masking, sequence length and pieces_budget) from model.name_or_path."""
+    # Target text: NER sentences (language -> split; train only) and files relative to data.root
+    # ("path#column" for .csv/.tsv(.gz); globs allowed; data/text_sources.py).
+    ner_splits: dict[str, str] = field(default_factory=dict)
+    text_files: list[str] = field(default_factory=list)
+    max_lines_per_file: int = 0  # first N lines of each text_files entry (0 = all)
+    # Evaluation text (same spec format): a target or base line holding one of its lines is dropped.
+    exclude_files: list[str] = field(default_factory=list)
+    # Base-language text: its segmentation must not change; also the text mixed in (base_text_share).
+    base_ner_splits: dict[str, str] = field(default_factory=dict)
+    base_text_files: list[str] = field(default_factory=list)
+    extend_vocab: bool = True  # false = the control: the same continual MLM without new pieces
+    spm_vocab_size: int = 8000  # the target unigram model (fairseq ids, as mlm.vocab_size)
+    new_pieces: int = 6000  # V_new: pieces added (an error if the text cannot give that many)
+    select: str = "score"  # score | used (data/extend_vocab.py)
+    init: str = "mean"  # random | mean | gaussian (models/extend.py)
+    new_rows_steps: float = 0.0  # share of the steps with only the new rows (embedding + bias) trained
+    base_text_share: float = 0.0  # share of the MLM sentences drawn from the base-language text
 
 
 @dataclass
@@ -265,6 +294,7 @@ class Config:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     relation: RelationConfig = field(default_factory=RelationConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
+    extend: ExtendConfig = field(default_factory=ExtendConfig)
 
 
 class ConfigError(ValueError):

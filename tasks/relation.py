@@ -32,7 +32,7 @@ from models.losses import class_weights_from_counts, relation_loss
 from models.re_head import (RelationClassifier, allowed_relations, apply_constraint, fit_temperature,
                             tune_prior_offset, with_prior_offset)
 
-HEAD_FILE, META_FILE = "re_head.pt", "relation.json"
+HEAD_FILE, META_FILE = "re_head.safetensors", "relation.json"
 
 
 def type_pair(ex: RelationExample) -> str:
@@ -74,10 +74,9 @@ def load_splits(r, root: Path, seed: int) -> tuple[dict[str, list[RelationExampl
         types = list(CONLL04_TYPES)
     if r.max_train_examples and len(splits["train"]) > r.max_train_examples:
         splits["train"] = random.Random(seed).sample(splits["train"], r.max_train_examples)
-    if r.max_eval_examples:
-        for s in ("dev", "test"):
-            if len(splits[s]) > r.max_eval_examples:
-                splits[s] = random.Random(seed).sample(splits[s], r.max_eval_examples)
+    for split, cap in (("dev", r.max_dev_examples), ("test", r.max_test_examples)):
+        if cap and len(splits[split]) > cap:
+            splits[split] = random.Random(seed).sample(splits[split], cap)
     return splits, names, types, bad
 
 
@@ -224,21 +223,20 @@ class RelationTask:
 
     def run(self, cfg, run_dir: str | Path) -> dict:
         from core.distributed import is_main_process
-        from core.loop import fit
-        from core.task import restore_best
+        from core.task import fit_best
 
         run_dir = Path(run_dir)
         print(self.describe())
         for msg in self.bad[:20]:
             print(f"skipped: {msg}")
-        model = fit(cfg, self, run_dir)["model"]
+        fitted = fit_best(cfg, self, run_dir)  # the model holds the best-dev weights (best.pt)
+        model = fitted["model"]
         if not is_main_process():
             return {}
-        best = restore_best(model, run_dir)
         d = self.decode_and_score(model)
         final = d.pop("final_logits")
         test = scores(final, self.gold["test"])
-        result = {"dataset": cfg.relation.dataset, "best_dev_micro_f1": best.get(self.metric_name),
+        result = {"dataset": cfg.relation.dataset, "best_dev_micro_f1": fitted["best_metric"],
                   "test_micro_f1": test["micro_f1"], "test_auprc": test["auprc"], **d,
                   "per_class_f1": per_class_f1(self.gold["test"], final.argmax(-1).tolist(), self.names,
                                                self.gold["train"]),
@@ -247,7 +245,7 @@ class RelationTask:
                   "examples": {s: len(v) for s, v in self.items.items()}}
         (run_dir / "results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
         write_predictions(run_dir / "test_predictions.csv", self.splits["test"], torch.softmax(final, -1),
-                          self.names)
+                          self.names, with_gold=True)
         meta = {"labels": self.names, "dataset": cfg.relation.dataset, "marker": cfg.relation.marker,
                 "pooling": cfg.relation.pooling, "max_length": cfg.relation.max_length,
                 "type_words": self.encoder.type_words, "special_ids": self.special_ids,
@@ -256,7 +254,7 @@ class RelationTask:
                                            else d["prior_offset"]) if cfg.relation.prior_correction else 0.0,
                 "constraint": {p: row.tolist() for p, row in self.constraint.items()}
                 if cfg.relation.type_constraint else None}
-        export(run_dir / "model", model, self.tokenizer, meta)
+        export(run_dir / "model", model, self.tokenizer, meta, card(cfg, result))
         return {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
 
 
@@ -275,16 +273,18 @@ def per_class_f1(gold: list[int], pred: list[int], names: list[str], train_gold:
     return out
 
 
-def write_predictions(path: Path, examples: list[RelationExample], probs: torch.Tensor, names: list[str]) -> None:
-    """KLUE's submission layout: id, pred_label, probs (all class probabilities as a JSON list)."""
+def write_predictions(path: Path, examples: list[RelationExample], probs: torch.Tensor, names: list[str],
+                      with_gold: bool = False) -> None:
+    """KLUE's submission layout: id, pred_label, probs (all class probabilities as a JSON list);
+    with_gold adds gold_label (the run's own test part, read by scripts/re_report.py pr)."""
     import csv
 
     with path.open("w", encoding="utf-8", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", "pred_label", "probs"])
+        w.writerow(["id", "pred_label", "probs"] + (["gold_label"] if with_gold else []))
         for ex, row in zip(examples, probs.tolist()):
             w.writerow([ex.guid, names[max(range(len(row)), key=row.__getitem__)],
-                        json.dumps([round(p, 6) for p in row])])
+                        json.dumps([round(p, 6) for p in row])] + ([ex.label] if with_gold else []))
 
 
 # ---- model ------------------------------------------------------------------------------------------
@@ -321,18 +321,40 @@ def build_task(cfg) -> RelationTask:
     return RelationTask(cfg, splits, names, types, bad, model, tokenizer, special_ids)
 
 
-def export(out: Path, model: RelationClassifier, tokenizer, meta: dict) -> Path:
-    """The encoder in the HF layout (id2label = the relations), the pooling + MLP weights, relation.json."""
+def export(out: Path, model: RelationClassifier, tokenizer, meta: dict, model_card=None) -> Path:
+    """The encoder in the HF layout (id2label = the relations), the pooling + MLP weights as
+    re_head.safetensors, relation.json (markers, pooling, decoding), README.md."""
     from models.export import save_pretrained
 
-    names = meta["labels"]
-    try:
-        save_pretrained(model.encoder, tokenizer, out, id2label=dict(enumerate(names)))
-    except TypeError:  # an export without id2label for bare encoders
-        save_pretrained(model.encoder, tokenizer, out)
-    torch.save(model.head_state_dict(), out / HEAD_FILE)
+    out.mkdir(parents=True, exist_ok=True)
     (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    head = {k: v.detach().float().contiguous() for k, v in model.head_state_dict().items()}
+    save_pretrained(model.encoder, tokenizer, out, id2label=meta["labels"], card=model_card,
+                    extra_tensors={HEAD_FILE: head})  # config.json last: the folder is complete when it is new
     return out
+
+
+def card(cfg, result: dict):
+    import shlex
+    import sys
+
+    from models.model_card import ModelCard
+
+    r = cfg.relation
+    lang = {"klue": ["ko"]}.get(r.dataset, ["en"])
+    return ModelCard(
+        title=cfg.train.name, languages=lang, tags=["relation-extraction"], pipeline_tag="text-classification",
+        summary=(f"Sentence-level relation extraction on {r.dataset}: {r.marker} markers, {r.pooling} pooling, "
+                 f"an MLP over the pooled entities (re_head.safetensors), {len(result['per_class_f1']) + 1} labels "
+                 f"(id2label in config.json). The encoder alone loads in transformers; the head needs this repository."),
+        training=f"Loss {r.loss} (gamma {r.focal_gamma}, smoothing {r.label_smoothing}), max_length {r.max_length}, "
+                 f"examples {result['examples']}; decoding: {result['chosen']}.",
+        scores={"test part": {"micro F1 (no_relation excluded)": result["test_micro_f1"] / 100,
+                              "AUPRC": result["test_auprc"] / 100}},
+        command="python train.py " + shlex.join(sys.argv[1:]) if Path(sys.argv[0]).name == "train.py" else "",
+        usage_here="```python\nfrom tasks.relation import RelationPredictor\n"
+                   "pred = RelationPredictor.load(RUN_DIR)\npred.predict_one(sentence, (s0, s1), (o0, o1), 'PER', 'ORG')\n```",
+        limits=["Mini-scale research model; scores are on a seeded test part, see RESULTS.md."])
 
 
 def add_marker_tokens(encoder: nn.Module, tokenizer, tokens: list[str]) -> dict[str, int]:
@@ -377,7 +399,9 @@ class RelationPredictor:
         meta = json.loads((out / META_FILE).read_text(encoding="utf-8"))
         encoder, tokenizer = load_pretrained(str(out), task="encoder")
         model = RelationClassifier(encoder, len(meta["labels"]), meta["pooling"], 0.0, meta.get("mlp_hidden", 0))
-        head = torch.load(out / HEAD_FILE, map_location="cpu", weights_only=True)
+        from models.safetensors_io import load_file
+
+        head = load_file(out / HEAD_FILE)
         missing, unexpected = model.load_state_dict(head, strict=False)
         if unexpected or [k for k in missing if not k.startswith("encoder.")]:
             raise ValueError(f"{out / HEAD_FILE}: unexpected {unexpected}, missing {missing}")
@@ -410,3 +434,29 @@ def predict_csv(run_dir: str | Path, in_csv: str | Path, out_csv: str | Path) ->
     examples = read_klue_csv(in_csv, None)
     write_predictions(Path(out_csv), examples, predictor.probs(examples), predictor.names)
     return len(examples)
+
+
+def is_relation_run(run_dir: str | Path) -> bool:
+    """True when run_dir's config.yaml says ``task: relation`` (evaluate.py's --predict dispatch)."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        return path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("task") == "relation"
+    except yaml.YAMLError:
+        return False
+
+
+def predict_cli(run_dir: str | Path, in_csv: str, out_csv: str | None) -> int:
+    """``evaluate.py RUN --predict rows.csv --out preds.csv`` for a relation run; exit code 2 on bad input."""
+    import sys
+
+    from data.relation import RelationDataError
+
+    try:
+        n = predict_csv(run_dir, in_csv, out_csv or "/dev/stdout")
+    except (FileNotFoundError, RelationDataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{n} rows -> {out_csv or 'stdout'}", file=sys.stderr)
+    return 0

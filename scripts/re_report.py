@@ -1,0 +1,157 @@
+"""Relation-extraction reports: the data report that justifies max_length and the type constraint, and
+precision-recall curves of a finished run.
+
+    python scripts/re_report.py data configs/mini_re_conll04.yaml --out runs/re_report_conll04
+    python scripts/re_report.py pr runs/mini_re_conll04            # -> runs/mini_re_conll04/pr_curves.png
+
+``data`` reads the config's splits exactly as training does (the KLUE dev.csv carve included), marks
+every example with the config's marker style and tokenizer (model.name_or_path) without a length
+limit, and writes report.md (label distribution, pieces per example with the counts over 128 / 160 /
+256, entity-type pair x relation counts, per split) and lengths.png. ``pr`` draws one-vs-rest PR
+curves from RUN/test_predictions.csv (the run's final test probabilities and gold labels).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+LIMITS = (128, 160, 256)
+
+
+def data_report(cfg) -> tuple[str, dict]:
+    """(markdown, {split: [pieces per example]}) for the config's data, marker style and tokenizer."""
+    from core.paths import data_root
+    from data.markers import KLUE_TYPE_WORDS, MarkerEncoder, marker_tokens
+    from models import load_tokenizer
+    from models.resolve import resolve_model_dir
+    from tasks.relation import load_splits, type_pair
+
+    r = cfg.relation
+    root = Path(cfg.data.root) if cfg.data.root else data_root()
+    splits, names, types, bad = load_splits(r, root, cfg.train.seed)
+    tok = load_tokenizer(resolve_model_dir(cfg.model.name_or_path, need_weights=False))
+    special = {t: tok.vocab_size + i for i, t in enumerate(marker_tokens(r.marker, types))}
+    enc = MarkerEncoder(tok, r.marker, 10_000, r.type_words or (KLUE_TYPE_WORDS if r.dataset == "klue" else {}),
+                        special)
+    lengths = {s: [len(enc.encode(e)) for e in exs] for s, exs in splits.items()}
+    out = [f"# Data report: {r.dataset} ({cfg.model.name_or_path}, marker {r.marker})\n",
+           f"Bad rows skipped: {len(bad)}" + (f" (first: {bad[0]})" if bad else "") + "\n",
+           "## Examples and pieces per example (specials and markers included)\n",
+           "| split | examples | no_relation | mean pieces | max | > 128 | > 160 | > 256 |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s, exs in splits.items():
+        L = lengths[s]
+        share = sum(e.label == "no_relation" for e in exs) / max(len(exs), 1)
+        out.append(f"| {s} | {len(exs)} | {100 * share:.1f}% | {sum(L) / max(len(L), 1):.1f} | {max(L, default=0)} | "
+                   + " | ".join(str(sum(n > lim for n in L)) for lim in LIMITS) + " |")
+    out += ["", "## Label distribution\n", "| label | " + " | ".join(splits) + " |",
+            "|---|" + "---:|" * len(splits)]
+    counts = {s: Counter(e.label for e in exs) for s, exs in splits.items()}
+    for name in names:
+        out.append(f"| {name} | " + " | ".join(str(counts[s][name]) for s in splits) + " |")
+    out += ["", "## Entity-type pair x relation (train; the type constraint allows what occurs here)\n"]
+    pair_counts = Counter((type_pair(e), e.label) for e in splits["train"])
+    pairs = sorted({p for p, _ in pair_counts})
+    rel_names = [n for n in names if any(pair_counts[(p, n)] for p in pairs)]
+    out += ["| pair | " + " | ".join(rel_names) + " |", "|---|" + "---:|" * len(rel_names)]
+    for p in pairs:
+        out.append(f"| {p} | " + " | ".join(str(pair_counts[(p, n)] or "") for n in rel_names) + " |")
+    unseen = {s: sum((type_pair(e), e.label) not in pair_counts and e.label != "no_relation" for e in exs)
+              for s, exs in splits.items() if s != "train"}
+    out += ["", f"Relations whose (type pair, relation) never occurs in train (the constraint would forbid them): "
+                f"{unseen}\n"]
+    return "\n".join(out) + "\n", lengths
+
+
+def length_figure(lengths: dict[str, list[int]], title: str):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    top = max((max(v) for v in lengths.values() if v), default=1)
+    for split, L in lengths.items():
+        ax.hist(L, bins=range(0, top + 8, 8), histtype="step", density=True, label=f"{split} ({len(L)})")
+    for lim in LIMITS:
+        ax.axvline(lim, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("pieces per marked example")
+    ax.set_ylabel("share of examples")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[list[float]], list[str]]:
+    """(gold labels, probability rows, label names) from a run's test_predictions.csv."""
+    with path.open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "gold_label" not in rows[0]:
+        raise ValueError(f"{path}: needs the columns id, pred_label, probs, gold_label")
+    return [r["gold_label"] for r in rows], [json.loads(r["probs"]) for r in rows], []
+
+
+def pr_figure(gold: list[int], probs, names: list[str], top: int = 8):
+    """One-vs-rest PR curves of the ``top`` most frequent relations (no_relation left out)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from core.metrics import klue_auprc, precision_recall_points
+
+    probs, gold = np.asarray(probs), np.asarray(gold)
+    areas = klue_auprc(probs, gold, len(names))["per_class"]
+    frequent = [c for c, _ in Counter(gold.tolist()).most_common() if c != 0][:top]
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for c in frequent:
+        precision, recall = precision_recall_points(gold == c, probs[:, c])
+        ax.plot(recall, precision, drawstyle="steps-post", label=f"{names[c]} ({areas[c]:.1f})")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("test PR curves, one-vs-rest (area x 100)")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="data report of a relation config")
+    d.add_argument("config")
+    d.add_argument("overrides", nargs="*")
+    d.add_argument("--out", required=True, help="folder for report.md and lengths.png")
+    p = sub.add_parser("pr", help="PR curves of a finished run")
+    p.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    if args.cmd == "data":
+        from core.config import load_config
+
+        cfg = load_config(args.config, args.overrides)
+        text, lengths = data_report(cfg)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.md").write_text(text, encoding="utf-8")
+        length_figure(lengths, f"{cfg.relation.dataset}: pieces per example").savefig(out / "lengths.png", dpi=120)
+        print(text)
+        return 0
+    run = Path(args.run_dir)
+    names = json.loads((run / "model" / "relation.json").read_text(encoding="utf-8"))["labels"]
+    gold_names, probs, _ = read_predictions(run / "test_predictions.csv")
+    index = {n: i for i, n in enumerate(names)}
+    pr_figure([index[g] for g in gold_names], probs, names).savefig(run / "pr_curves.png", dpi=120)
+    print(run / "pr_curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

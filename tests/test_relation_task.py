@@ -1,0 +1,91 @@
+"""The relation task end to end on a tiny random checkpoint (seconds): train.py, results, export
+(transformers loads the encoder with the relation names), Python and evaluate.py prediction, PR figure."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+OVERRIDES = ["relation.max_train_examples=96", "relation.max_dev_examples=48", "relation.max_test_examples=48",
+             "train.batch_size=32", "relation.max_length=64"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from core.paths import data_root
+    if not (data_root() / "conll04").is_dir():
+        pytest.skip("public data not found")
+    import train
+
+    tmp = tmp_path_factory.mktemp("re")
+    out = tmp / "runs" / "tiny_re_test"
+    code = train.main(["configs/tiny_re.yaml", *OVERRIDES, f"model.name_or_path={tmp / 'ckpt'}",
+                       f"train.out_dir={tmp / 'runs'}/{{name}}", "train.name=tiny_re_test"])
+    assert code == 0
+    return out
+
+
+def test_results_and_decoding_variants(run_dir):
+    res = json.loads((run_dir / "results.json").read_text())
+    assert set(res["variants"]) == {"raw", "constraint", "prior", "constraint+prior"}
+    assert res["examples"] == {"train": 96, "dev": 48, "test": 48}
+    assert 0.0 <= res["test_micro_f1"] <= 100.0 and res["temperature"] > 0
+    assert set(res["per_class_f1"]) == {"Work_For", "Kill", "OrgBased_In", "Live_In", "Located_In"}
+    assert res["window"]["train"]["cannot_fit"] >= 0 and res["bad_rows"] == 0
+
+
+def test_export_loads_in_transformers_with_relation_names(run_dir):
+    transformers = pytest.importorskip("transformers")
+    out = run_dir / "model"
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"]["0"] == "no_relation" and config["label2id"]["Kill"] == 2
+    transformers.XLMRobertaModel.from_pretrained(out)  # the encoder (marker rows included) loads as is
+    assert (out / "re_head.safetensors").is_file() and (out / "README.md").is_file()
+
+
+def test_predict_one_and_csv_through_evaluate(run_dir, tmp_path):
+    import evaluate
+    from tasks.relation import RelationPredictor
+
+    pred = RelationPredictor.load(run_dir)
+    label, probs = pred.predict_one("Bill Gates works for Microsoft .", (0, 9), (21, 29), "Peop", "Org")
+    assert label in probs and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",guid,sentence,subject_entity,object_entity\n"
+                    "0,a,Bill Gates works for Microsoft .,\"{'word': 'Bill Gates', 'start_idx': 0, 'end_idx': 9, "
+                    "'type': 'PER'}\",\"{'word': 'Microsoft', 'start_idx': 21, 'end_idx': 29, 'type': 'ORG'}\"\n",
+                    encoding="utf-8")
+    out = tmp_path / "preds.csv"
+    assert evaluate.main([str(run_dir), "--predict", str(rows), "--out", str(out)]) == 0
+    [row] = list(csv.DictReader(out.open()))
+    assert row["id"] == "a" and row["pred_label"] in probs and len(json.loads(row["probs"])) == 6
+    rows.write_text(rows.read_text().replace("'end_idx': 9", "'end_idx': 8"), encoding="utf-8")
+    assert evaluate.main([str(run_dir), "--predict", str(rows), "--out", str(out)]) == 2  # named error, exit 2
+
+
+def test_pr_figure_axes(run_dir):
+    from scripts.re_report import main, pr_figure
+
+    fig = pr_figure([0, 1, 1, 2], [[.7, .2, .1], [.2, .7, .1], [.5, .4, .1], [.1, .3, .6]], ["no_relation", "a", "b"])
+    ax = fig.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("recall", "precision")
+    assert [t.get_text().split(" (")[0] for t in ax.get_legend().get_texts()] == ["a", "b"]
+    assert main(["pr", str(run_dir)]) == 0 and (run_dir / "pr_curves.png").stat().st_size > 1000
+
+
+def test_bad_rows_stop_train_py_with_exit_2(tmp_path, monkeypatch):
+    import train
+
+    bad = tmp_path / "klue_re"
+    (bad / "dev").mkdir(parents=True)
+    (bad / "names.json").write_text(json.dumps({"relations": ["no_relation", "per:title"]}))
+    row = ("0,g0,\"이순신은 장군이다.\",\"{'word': '이순', 'start_idx': 0, 'end_idx': 2, 'type': 'PER'}\","
+           "\"{'word': '장군', 'start_idx': 5, 'end_idx': 6, 'type': 'POH'}\",1,x\n")
+    (bad / "train.csv").write_text(",guid,sentence,subject_entity,object_entity,label,source\n" + row)
+    code = train.main(["configs/tiny_re.yaml", f"data.root={tmp_path}", "relation.dataset=klue",
+                       "relation.klue_train=klue_re/train.csv", "relation.klue_relations=klue_re/names.json",
+                       f"train.out_dir={tmp_path}/{{name}}"])
+    assert code == 2
