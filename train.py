@@ -54,9 +54,14 @@ def _align(cfg):
     return build_task(cfg)
 
 
+def _extend(cfg):
+    from tasks.extend import build_task
+    return build_task(cfg)
+
+
 # Imports happen inside each builder, so a task whose module is missing breaks only itself.
 TASKS = {"ner": _ner, "mlm": _mlm, "bilstm_crf": _bilstm_crf, "zeroresource": _zeroresource,
-         "relation": _relation, "align": _align}
+         "relation": _relation, "align": _align, "extend": _extend}
 
 # Errors a builder raises for a missing checkpoint, data file or bad setting: printed cleanly.
 SETUP_ERRORS = (FileNotFoundError, ValueError, ImportError, ConfigError)

@@ -9,7 +9,8 @@ A spec is a path relative to the data root, optionally with ``#column`` for .csv
 (read by header name; .gz is unpacked on the fly; a CSV's BOM is skipped). Plain files give one
 line per non-empty line, whitespace folded, HTML escapes undone; lines that are markup of the
 dumps at hand are skipped: WikiExtractor's ``<doc ...>`` / ``</doc>`` and ELTeC's ``### file``
-headers. ``max_lines`` keeps the first N lines of the spec (0 = all).
+headers. ``max_lines`` keeps the first N lines of the spec (0 = all). ``drop_overlaps`` removes
+the lines that hold an evaluation sentence (e.g. Wikipedia text that quotes a test sentence).
 """
 from __future__ import annotations
 
@@ -83,3 +84,18 @@ def read_source(root: str | Path, spec: str, max_lines: int = 0, key: str = "tex
     if not lines:
         raise TextSourceError(f"{key}: {', '.join(map(str, paths))} holds no text lines")
     return lines
+
+
+def drop_overlaps(lines: list[str], excluded: list[str], key_chars: int = 20) -> tuple[list[str], int]:
+    """(lines holding none of the ``excluded`` sentences, number dropped). A line is dropped when an
+    excluded sentence's first ``key_chars`` characters start at one of its word starts (shorter
+    excluded sentences: when the line equals one) -- evaluation text kept out of training text."""
+    keys = {s[:key_chars] for s in excluded if len(s) >= key_chars}
+    short = {s for s in excluded if len(s) < key_chars}
+    kept = []
+    for line in lines:
+        starts = [0] + [i + 1 for i, ch in enumerate(line) if ch == " "]
+        if line in short or any(line[i:i + key_chars] in keys for i in starts):
+            continue
+        kept.append(line)
+    return kept, len(lines) - len(kept)
