@@ -71,6 +71,14 @@ class WordPieceTokenizer:
             tok.save(out_dir)
         return tok
 
+    def add_special_tokens(self, tokens: list[str]) -> tuple["WordPieceTokenizer", list[int]]:
+        """(a copy with ``tokens`` as special tokens after the vocabulary, their ids), as XLMRTokenizer."""
+        from tokenizers import AddedToken, Tokenizer
+
+        fast = Tokenizer.from_str(self.fast.to_str())
+        fast.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tokens])
+        return WordPieceTokenizer(fast), [fast.token_to_id(t) for t in tokens]
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -174,7 +174,7 @@ class RelationTask:
         if self._first_model is not None:
             model, self._first_model = self._first_model, None
             return model
-        return load_model(self.cfg, len(self.names), self.special_ids, self.tokenizer)[0]
+        return load_model(self.cfg, len(self.names), list(self.special_ids))[0]
 
     def train_batches(self, epoch: int, rank: int = 0, world: int = 1):
         for index in self.sampler.batches(epoch, rank, world):
@@ -288,7 +288,7 @@ def write_predictions(path: Path, examples: list[RelationExample], probs: torch.
 
 
 # ---- model ------------------------------------------------------------------------------------------
-def load_model(cfg, num_labels: int, marker_list: list[str] | dict, tokenizer=None):
+def load_model(cfg, num_labels: int, marker_list: list[str]):
     """(RelationClassifier, tokenizer, special_ids): the encoder of model.name_or_path, its vocabulary
     grown by the marker tokens the style needs (new embedding rows), the pooling and the MLP."""
     from models import load_pretrained
@@ -297,9 +297,7 @@ def load_model(cfg, num_labels: int, marker_list: list[str] | dict, tokenizer=No
     torch.manual_seed(cfg.train.seed)
     encoder, tok = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention,
                                    from_scratch=cfg.model.from_scratch)
-    tokenizer = tokenizer or tok
-    new = list(marker_list) if not isinstance(marker_list, dict) else list(marker_list)
-    special_ids = add_marker_tokens(encoder, tokenizer, new) if new else {}
+    tokenizer, special_ids = add_marker_tokens(encoder, tok, list(marker_list)) if marker_list else (tok, {})
     model = RelationClassifier(encoder, num_labels, r.pooling, r.head_dropout, r.mlp_hidden)
     return model, tokenizer, special_ids
 
@@ -357,20 +355,21 @@ def card(cfg, result: dict):
         limits=["Mini-scale research model; scores are on a seeded test part, see RESULTS.md."])
 
 
-def add_marker_tokens(encoder: nn.Module, tokenizer, tokens: list[str]) -> dict[str, int]:
-    """New embedding rows for the marker tokens, initialised to the mean embedding; {token: id}.
+def add_marker_tokens(encoder: nn.Module, tokenizer, tokens: list[str]):
+    """(grown tokenizer, {token: id}): the marker tokens as special tokens of the tokenizer (so the
+    exported tokenizer.json cuts them out of raw text, as transformers does) and new embedding rows
+    through models/extend.py, each the mean of the base pieces of its spelled-out name
+    ("[/SUBJ-PER]" -> "subj per")."""
+    from models.extend import grow_vocabulary
 
-    Local stand-in until models/extend.py's vocabulary growth lands (same contract: ids after the
-    current vocabulary, the encoder's config.vocab_size grown with it)."""
-    emb = encoder.embeddings.word_embeddings
-    old = emb.weight.size(0)
-    grown = nn.Embedding(old + len(tokens), emb.weight.size(1), padding_idx=emb.padding_idx)
-    with torch.no_grad():
-        grown.weight[:old] = emb.weight
-        grown.weight[old:] = emb.weight.mean(0)
-    encoder.embeddings.word_embeddings = grown
-    encoder.config.vocab_size = old + len(tokens)
-    return {t: old + i for i, t in enumerate(tokens)}
+    V = encoder.embeddings.word_embeddings.num_embeddings
+    grown, ids = tokenizer.add_special_tokens(tokens)
+    if ids != list(range(V, V + len(tokens))):
+        raise ValueError(f"marker ids {ids[:3]}.. do not follow the {V} embedding rows")
+    sources = [tokenizer.encode(t.strip("[]").replace("/", "").replace("-", " ").lower(), add_special_tokens=False)
+               for t in tokens]
+    grow_vocabulary(encoder, len(tokens), init="mean", sources=sources)
+    return grown, dict(zip(tokens, ids))
 
 
 # ---- a trained run: prediction ------------------------------------------------------------------------

@@ -89,3 +89,29 @@ def test_bad_rows_stop_train_py_with_exit_2(tmp_path, monkeypatch):
                        "relation.klue_train=klue_re/train.csv", "relation.klue_relations=klue_re/names.json",
                        f"train.out_dir={tmp_path}/{{name}}"])
     assert code == 2
+
+
+def test_typed_marker_tokens_grow_the_vocabulary_and_export(run_dir, tmp_path):
+    """Typed markers as new special tokens: rows appended (old rows bit-identical), the exported folder's
+    tokenizer cuts them out of raw text and its encoder gives our outputs in transformers."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from models import load_pretrained
+    from models.export import save_pretrained
+    from tasks.relation import add_marker_tokens
+
+    encoder, tok = load_pretrained(run_dir.parent.parent / "ckpt", task="encoder")
+    V, before = tok.vocab_size, encoder.embeddings.word_embeddings.weight.detach().clone()
+    grown, ids = add_marker_tokens(encoder, tok, ["[SUBJ-PEOP]", "[/SUBJ-PEOP]"])
+    assert ids == {"[SUBJ-PEOP]": V, "[/SUBJ-PEOP]": V + 1} and grown.vocab_size == V + 2
+    weight = encoder.embeddings.word_embeddings.weight
+    assert weight.shape[0] == V + 2 and torch.equal(weight[:V], before)
+    save_pretrained(encoder, grown, tmp_path)
+    text = "Bill [SUBJ-PEOP] Gates [/SUBJ-PEOP] works"
+    hf_ids = transformers.AutoTokenizer.from_pretrained(tmp_path)(text)["input_ids"]
+    assert hf_ids == grown.encode(text) and V in hf_ids and V + 1 in hf_ids
+    ref = transformers.XLMRobertaModel.from_pretrained(tmp_path, add_pooling_layer=False).eval()
+    x = torch.tensor([hf_ids])
+    with torch.no_grad():
+        assert torch.allclose(encoder.eval()(x, x != grown.pad_id), ref(input_ids=x).last_hidden_state, atol=1e-5)

@@ -62,3 +62,14 @@ def test_loader_dispatch_and_logits_match_transformers(folder):
         expected = ref(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         got = model(ids, mask)
     assert torch.allclose(got[mask], expected[mask], atol=1e-5)
+
+
+def test_special_tokens_follow_the_vocabulary(folder):
+    from transformers import AutoTokenizer
+
+    tok = WordPieceTokenizer.from_pretrained(folder)
+    grown, ids = tok.add_special_tokens(["[E1]", "[/E1]"])
+    assert ids == [tok.vocab_size, tok.vocab_size + 1] and tok.encode("[E1]") != grown.encode("[E1]")
+    out = folder.parent / "grown_wp"
+    grown.save(out)
+    assert AutoTokenizer.from_pretrained(out)("이순신 [E1] 장군 [/E1]")["input_ids"] == grown.encode("이순신 [E1] 장군 [/E1]")
