@@ -3,6 +3,7 @@ precision-recall curves of a finished run.
 
     python scripts/re_report.py data configs/mini_re_conll04.yaml --out runs/re_report_conll04
     python scripts/re_report.py pr runs/mini_re_conll04            # -> runs/mini_re_conll04/pr_curves.png
+    python scripts/re_report.py table runs/re_c04_* --rarest 10     # the ablation table from results.json
 
 ``data`` reads the config's splits exactly as training does (the KLUE dev.csv carve included), marks
 every example with the config's marker style and tokenizer (model.name_or_path) without a length
@@ -123,6 +124,39 @@ def pr_figure(gold: list[int], probs, names: list[str], top: int = 8):
     return fig
 
 
+def results_table(run_dirs: list[str], rarest: int = 0) -> str:
+    """One row per run: its set-up, dev micro-F1, test micro-F1 / AUPRC (raw decoding), the decoding
+    variants, and (rarest > 0) per-class test F1 of the ``rarest`` relations rarest in training."""
+    import yaml
+
+    rows = ["| run | marker | pooling | loss | smoothing | schedule | dev F1 | test F1 | test AUPRC | "
+            "+constraint F1 | +prior F1 | +both F1 | AUPRC calibrated |",
+            "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+    per_class = {}
+    for run in map(Path, run_dirs):
+        if not (run / "results.json").is_file():
+            continue
+        res = json.loads((run / "results.json").read_text())
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        r, v = cfg["relation"], res["variants"]
+        loss = r["loss"] + (f" (gamma {r['focal_gamma']})" if r["loss"] == "focal" else "")
+        rows.append(f"| {run.name} | {r['marker']} | {r['pooling']} | {loss} | {r['label_smoothing']} | "
+                    f"{cfg['train']['schedule']} | {res['best_dev_micro_f1']:.1f} | {v['raw']['micro_f1']:.1f} | "
+                    f"{v['raw']['auprc']:.1f} | {v['constraint']['micro_f1']:.1f} | {v['prior']['micro_f1']:.1f} | "
+                    f"{v['constraint+prior']['micro_f1']:.1f} | {v['raw']['auprc_calibrated']:.1f} |")
+        per_class[run.name] = res["per_class_f1"]
+    out = "\n".join(rows) + "\n"
+    if rarest and per_class:
+        first = next(iter(per_class.values()))
+        rare = sorted(first, key=lambda k: (first[k]["train_count"], k))[:rarest]
+        out += ("\n| relation (train count, test support) | " + " | ".join(per_class) + " |\n|---|"
+                + "---:|" * len(per_class) + "\n")
+        for k in rare:
+            out += (f"| {k} ({first[k]['train_count']}, {first[k]['support']}) | "
+                    + " | ".join(f"{pc[k]['f1']:.1f}" for pc in per_class.values()) + " |\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -132,7 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", required=True, help="folder for report.md and lengths.png")
     p = sub.add_parser("pr", help="PR curves of a finished run")
     p.add_argument("run_dir")
+    t = sub.add_parser("table", help="one table from finished runs' results.json")
+    t.add_argument("run_dirs", nargs="+")
+    t.add_argument("--rarest", type=int, default=0, help="also per-class test F1 of the N rarest relations")
     args = parser.parse_args(argv)
+    if args.cmd == "table":
+        print(results_table(args.run_dirs, args.rarest))
+        return 0
     if args.cmd == "data":
         from core.config import load_config
 

@@ -115,3 +115,26 @@ def test_typed_marker_tokens_grow_the_vocabulary_and_export(run_dir, tmp_path):
     x = torch.tensor([hf_ids])
     with torch.no_grad():
         assert torch.allclose(encoder.eval()(x, x != grown.pad_id), ref(input_ids=x).last_hidden_state, atol=1e-5)
+
+
+def test_docs_re_md_blocks_run_in_order(tmp_path, monkeypatch, capsys):
+    """docs/RE.md walks one KLUE row to a predicted relation; its python blocks run against a tiny
+    random checkpoint whose vocabulary reads the example's Hangul."""
+    import re
+    from pathlib import Path
+
+    from data.conll import Sentence
+    from tasks.ner import write_tiny_checkpoint
+
+    words = "이순신은 조선 중기의 무신이다. @ * 사람 * # ^ 단체 ^ 장소 날짜 기타 수량 Bill Gates founded Microsoft".split()
+    sentences = [Sentence(words[i:] + words[:i], []) for i in range(len(words))] * 8
+    model = write_tiny_checkpoint(tmp_path / "ko_tiny", sentences, vocab_size=120, seed=0)
+    monkeypatch.setenv("XLT_RE_MODEL", str(model))
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "RE.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    assert len(blocks) == 5
+    namespace: dict = {"__name__": "re_doc"}
+    for i, block in enumerate(blocks, start=1):
+        exec(compile(block, f"RE.md block {i}", "exec"), namespace)
+    assert tuple(namespace["logits"].shape) == (1, 30) and tuple(namespace["feats"].shape) == (1, 64)
+    assert namespace["names"][int(namespace["probs"].argmax())] in ("no_relation", "rel_18")
