@@ -97,19 +97,26 @@ class AlignTask:
         return [self.collate([self.items[i] for i in chunk]) for chunk in chunks]
 
     def collate(self, items: list[dict]) -> dict:
-        src, tgt = collate_side([i["src"] for i in items], self.tokenizer), collate_side([i["tgt"] for i in items], self.tokenizer)
-        src_words = [src["offsets"][b] + i for b, item in enumerate(items) for i, _ in item["links"]]
-        tgt_words = [tgt["offsets"][b] + j for b, item in enumerate(items) for _, j in item["links"]]
-        return {"src": src, "tgt": tgt, "src_words": torch.tensor(src_words, dtype=torch.long),
+        """Both sides in ONE padded batch (2B rows: sources, then anchors), so the model runs one
+        forward per step (the loop's lazy-embedding hook updates rows in place before each forward,
+        which a second forward would do under the first one's graph); the anchors alone for f0."""
+        B = len(items)
+        both = collate_side([i["src"] for i in items] + [i["tgt"] for i in items], self.tokenizer)
+        anchors = collate_side([i["tgt"] for i in items], self.tokenizer)
+        first_anchor_word = both["offsets"][B] if B else 0
+        src_words = [both["offsets"][b] + i for b, item in enumerate(items) for i, _ in item["links"]]
+        tgt_words = [both["offsets"][B + b] + j for b, item in enumerate(items) for _, j in item["links"]]
+        return {"both": both, "anchors": anchors, "first_anchor_word": first_anchor_word,
+                "src_words": torch.tensor(src_words, dtype=torch.long),
                 "tgt_words": torch.tensor(tgt_words, dtype=torch.long), "n_tokens": len(src_words)}
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
         a = self.cfg.align
-        src = side_vectors(model, batch["src"], self.layer, self.pooling)  # (W_s, H)
-        anchor = side_vectors(model, batch["tgt"], self.layer, self.pooling)  # (W_t, H)
+        words = side_vectors(model, batch["both"], self.layer, self.pooling)  # (W_s + W_t, H)
+        anchor = words[batch["first_anchor_word"]:]  # (W_t, H)
         with torch.no_grad():
-            anchor0 = side_vectors(self.frozen, batch["tgt"], self.layer, self.pooling)  # (W_t, H)
-        out = alignment_loss(src[batch["src_words"]], anchor[batch["tgt_words"]], anchor, anchor0,
+            anchor0 = side_vectors(self.frozen, batch["anchors"], self.layer, self.pooling)  # (W_t, H)
+        out = alignment_loss(words[batch["src_words"]], words[batch["tgt_words"]], anchor, anchor0,
                              lam=a.lam, kind=a.loss, temperature=a.temperature)
         return out["loss"]
 

@@ -34,7 +34,7 @@ def setup(tmp_path):
                  f"train.out_dir={tmp_path}/runs/{{name}}", "train.name=tiny_align", "train.batch_size=4",
                  "train.max_steps=6", "train.eval_every=3", "train.log_every=1", "train.lr=1e-3", "train.precision=fp32",
                  "align.train_pairs={en-de: [train.en, train.de]}", "align.dev_pairs={en-de: [val.en, val.de]}",
-                 "align.aligner_iterations=10"]
+                 "align.aligner_iterations=10", "train.lazy_embedding_min_rows=1"]  # lazy rows on: one forward per step
     return tmp_path, overrides
 
 
@@ -51,14 +51,15 @@ def test_loss_at_f0_is_the_alignment_part_and_the_run_exports(setup):
     assert batch["n_tokens"] == len(batch["src_words"]) > 0
     with torch.no_grad():
         loss = task.loss(model, batch)
-        states_src = model(batch["src"]["input_ids"], batch["src"]["attention_mask"])
-        states_tgt = model(batch["tgt"]["input_ids"], batch["tgt"]["attention_mask"])
+        src_states = model(batch["anchors"]["input_ids"], batch["anchors"]["attention_mask"])
     from tasks.align import side_vectors
-    src = side_vectors(model, batch["src"], -1, "mean")
-    tgt = side_vectors(model, batch["tgt"], -1, "mean")
-    assert src.shape[1] == states_src.shape[2] == states_tgt.shape[2]
-    want = alignment_l2(src[batch["src_words"]], tgt[batch["tgt_words"]])  # the regulariser is 0 at f = f0
-    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    words = side_vectors(model, batch["both"], -1, "mean")
+    anchors_alone = side_vectors(model, batch["anchors"], -1, "mean")
+    assert words.shape[1] == src_states.shape[2]
+    # the anchors inside the joint batch are the anchors encoded alone (padding changes nothing)
+    assert torch.allclose(words[batch["first_anchor_word"]:], anchors_alone, atol=1e-5)
+    want = alignment_l2(words[batch["src_words"]], words[batch["tgt_words"]])  # the regulariser is 0 at f = f0
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
 
     result = task.run(cfg, tmp_path / "runs/tiny_align")
     saved = json.loads((tmp_path / "runs/tiny_align/results.json").read_text())
