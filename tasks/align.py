@@ -6,7 +6,7 @@ Legend: B sentence pairs, T subword positions, H hidden, P pieces of one side of
 Q aligned word pairs of the batch.
 
 build_task reads each "<lang>-<anchor>" pair of align.train_pairs, word-aligns it with models/word_align.py
-(both directions, intersected, 1-to-1; cached in run_dir/alignments/) unless align.alignments gives a
+(both directions, intersected, 1-to-1; cached in runs/align_cache/, keyed by files and settings) unless align.alignments gives a
 Pharaoh file, and encodes the words into pieces. A batch holds B sentence pairs of any language pairs;
 its loss is models/align_loss.py on the word vectors (pieces pooled) of align.layer: the Q aligned pairs
 move together and the anchor words are pulled toward the frozen original encoder f0, which the task
@@ -18,6 +18,7 @@ the HF layout (run_dir/model), which NER configs load through model.name_or_path
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -165,7 +166,7 @@ def load_pair(root: Path, pair: str, files: list[str], anchor: str, tokenized: b
         raise ValueError(f"align pair {pair!r}: expected '<lang>-{anchor}' (align.anchor) with two files, got {files}")
     if langs[0] == anchor:
         raise ValueError(f"align pair {pair!r}: write it as '{langs[1]}-{anchor}' (the anchor comes second)")
-    return read_parallel(root / files[0], root / files[1], langs[0], anchor, tokenized=tokenized, name=pair)
+    return read_parallel(root / files[0], root / files[1], langs[0], anchor, tokenized=tokenized, name="|".join(files))
 
 
 def resolve(root: Path, path: str) -> Path:
@@ -197,8 +198,9 @@ def pair_links(root: Path, a, pair: str, parts: list[ParallelCorpus], cache_dir:
                                               [len(t) for t in c.tgt])] for k, c in zip(keys, parts)]
     joint = ParallelCorpus(parts[0].src_lang, parts[0].tgt_lang, [s for c in parts for s in c.src],
                            [t for c in parts for t in c.tgt])
-    sizes = "+".join(str(len(c)) for c in parts)
-    links = word_links(joint, a, cache_dir / f"{pair}.{a.symmetrize}.{sizes}.talp")
+    key = hashlib.sha1(repr([pair, [c.name for c in parts], [len(c) for c in parts], a.symmetrize,
+                             a.aligner_iterations, a.tokenized]).encode()).hexdigest()[:12]
+    links = word_links(joint, a, cache_dir / f"{pair}.{a.symmetrize}.{key}.talp")
     out, lo = [], 0
     for c in parts:
         out.append(links[lo:lo + len(c)])
@@ -228,7 +230,8 @@ def build_task(cfg) -> AlignTask:
     if a.pooling not in POOLINGS:
         raise ValueError(f"align.pooling must be one of {POOLINGS}, got {a.pooling!r}")
     root = Path(cfg.data.root) if cfg.data.root else data_root()
-    cache_dir = Path(cfg.train.out_dir.format(name=cfg.train.name)) / "alignments"
+    # shared by the runs of one out_dir: the same files and settings give the same links
+    cache_dir = Path(cfg.train.out_dir.format(name="align_cache"))
     encoder, tokenizer = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention)
     items, dev = [], {}
     for pair, files in a.train_pairs.items():

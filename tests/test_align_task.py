@@ -44,7 +44,7 @@ def test_loss_at_f0_is_the_alignment_part_and_the_run_exports(setup):
     tmp_path, overrides = setup
     cfg = load_config(None, overrides)
     task = build_task(cfg)
-    assert len(task.items) == 24 and (tmp_path / "runs/tiny_align/alignments").is_dir()
+    assert len(task.items) == 24 and any((tmp_path / "runs/align_cache").glob("en-de.intersect.*.talp"))
     assert task.items[0]["links"] == [(0, 0), (1, 1), (2, 2), (3, 3)]  # the aligner found the diagonal
     model = task.build_model().eval()
     batch = task.train_batches(0)[0]
