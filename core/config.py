@@ -35,7 +35,8 @@ import yaml
 @dataclass
 class ModelConfig:
     name_or_path: str = "xlm-roberta-base"  # hub name or local folder in the HF layout
-    head: Literal["linear", "crf"] = "linear"  # crf: a CRF over first-piece positions
+    head: Literal["linear", "crf", "bilstm_crf"] = "linear"  # crf: a CRF over first-piece positions;
+    # bilstm_crf: frozen encoder -> BiLSTM (bilstm.hidden_size, bilstm.dropout) -> CRF (models/frozen_bilstm.py)
     classifier_dropout: float = 0.1
     attention: Literal["sdpa", "manual"] = "sdpa"  # same numbers; manual is for reading
     from_scratch: bool = False  # random init with the checkpoint's config.json

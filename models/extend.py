@@ -52,19 +52,22 @@ def _lm_heads(model: nn.Module) -> list[nn.Module]:
 
 @torch.no_grad()
 def base_statistics(weight: torch.Tensor, n_rows: int, chunk: int = 16384) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (H,), covariance (H, H)) in fp64 of rows FIRST_ORDINARY_ID .. n_rows - 1, accumulated in
-    chunks so no fp64 copy of the whole matrix is made."""
+    """(mean (H,), covariance (H, H)) in fp64 of rows FIRST_ORDINARY_ID .. n_rows - 1. Chunks of rows,
+    shifted by the first chunk's mean (no cancellation), are multiplied in their own dtype and summed
+    in fp64: no fp64 (or any full) copy of the matrix is made."""
     H = weight.shape[1]
+    first = weight[FIRST_ORDINARY_ID:min(FIRST_ORDINARY_ID + chunk, n_rows)]
+    shift = first.double().mean(0) if len(first) else torch.zeros(H, dtype=torch.float64)  # (H,)
     total = torch.zeros(H, dtype=torch.float64)
     outer = torch.zeros(H, H, dtype=torch.float64)
     for start in range(FIRST_ORDINARY_ID, n_rows, chunk):
-        block = weight[start:min(start + chunk, n_rows)].double()  # (C, H)
-        total += block.sum(0)
-        outer += block.T @ block
+        block = weight[start:min(start + chunk, n_rows)].float() - shift.float()  # (C, H)
+        total += block.sum(0).double()
+        outer += (block.T @ block).double()
     count = max(n_rows - FIRST_ORDINARY_ID, 2)
-    mean = total / count  # (H,)
-    cov = (outer - count * torch.outer(mean, mean)) / (count - 1)  # (H, H)
-    return mean, cov
+    offset = total / count  # (H,) mean - shift
+    cov = (outer - count * torch.outer(offset, offset)) / (count - 1)  # (H, H)
+    return shift + offset, cov
 
 
 def gaussian_rows(mean: torch.Tensor, cov: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:

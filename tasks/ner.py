@@ -231,6 +231,12 @@ def load_model(cfg, num_labels: int):
         from models.crf import CRF
 
         model = CRFTagger(model, CRF(num_labels, labels=list(build_label_set().tags)))
+    elif cfg.model.head == "bilstm_crf":  # frozen encoder -> BiLSTM -> CRF (Wang et al. 2020's downstream model)
+        from models.crf import CRF
+        from models.frozen_bilstm import FrozenEncoderBiLSTM
+
+        tagger = FrozenEncoderBiLSTM(model, cfg.bilstm.hidden_size, cfg.bilstm.dropout)
+        model = CRFTagger(tagger, CRF(num_labels, labels=list(build_label_set().tags)))
     elif cfg.model.head != "linear":
         raise ValueError(f"model.head must be linear or crf, got {cfg.model.head!r}")
     return model, tokenizer
@@ -298,8 +304,11 @@ def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: Label
     split = bare_marker_share(tokenizer, [s.words for sents in dev.values() for s in sents]) if dev else None
     card = ner_card(cfg, results, decoding, command, crf, model_dir=str(out), pipeline_split_words=split)
     extra = {"crf.safetensors": model.crf.state_dict()} if crf else None
-    save_pretrained(model.tagger if crf else model, tokenizer, out, id2label=list(labels.tags), card=card,
-                    extra_tensors=extra)
+    exported = model.tagger if crf else model
+    if hasattr(exported, "head_state"):  # bilstm_crf: the frozen encoder in the HF layout, the BiLSTM beside it
+        extra["bilstm.safetensors"] = exported.head_state()
+        exported = exported.base
+    save_pretrained(exported, tokenizer, out, id2label=list(labels.tags), card=card, extra_tensors=extra)
     for stale in ("labels.json", "crf.pt"):  # the old layout's side files (tag names now in config.json)
         (out / stale).unlink(missing_ok=True)
     export = {"model_dir": "model", "head": "crf" if crf else "linear", "command": command, "decoding": decoding}
