@@ -1,6 +1,6 @@
 """Where the time of our training step goes: by phase and by operator (torch.profiler via core/profiler.py).
 
-    /work/bin/cpujob -2 python bench/profile_step.py                       # base size, 32x128, bf16
+    /work/bin/cpujob -2 python bench/profile_step.py --compare             # base size, 32x128, bf16, before/after
     python bench/profile_step.py --small --shape 16x40 --precision fp32     # quick
 
 The same step bench/train_step.py times for ours (models.heads.XLMRForTokenClassification +
@@ -9,7 +9,9 @@ loop labels its phases (loss > forward, backward, optimizer); this script runs `
 steps, then profiles ``--active`` steps and prints: wall time per step and per phase; the
 operators by self time, grouped (matrix products, attention, elementwise, layout copies,
 optimizer, other) and the top of the table; and the roofline of the step (bench/flops.py over
-the measured GEMM peak). ``--trace DIR`` also writes trace.json / ops.txt there.
+the measured GEMM peak). ``--trace DIR`` also writes trace.json / ops.txt there. ``--compare``
+runs it twice: models.encoder.CPU_TRAINING_KERNELS off (torch's F.dropout and sdpa: the code
+before issue 20) and on (fast_dropout and the manual attention for CPU training).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from bench.matmul import gemm_peak  # noqa: E402
 from bench.train_step import BASE, NUM_LABELS, SMALL, Ours, build_our_model, make_batch  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.profiler import Profiler  # noqa: E402
+from models import encoder  # noqa: E402
 
 GROUPS = (  # (group, substrings of aten op names); first match wins
     ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn_",
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--trace", help="also write trace.json and ops.txt into this folder")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--compare", action="store_true",
+                    help="profile with models.encoder.CPU_TRAINING_KERNELS off, then on (before / after)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,6 +80,21 @@ def main() -> None:
     ours = Ours(build_our_model(size), train_cfg)
     ours.model.train()
     batch = make_batch(B, T, size["vocab_size"], seed=B * T)
+    peak = gemm_peak(args.precision)
+    flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; H{size['hidden_size']} "
+          f"L{size['num_hidden_layers']}, {args.shape}, {args.precision}, {int(batch['attention_mask'].sum())} real "
+          f"tokens; {flops['total'] / 1e9:.1f} GFLOP per step ({phase_summary(flops)}); measured {args.precision} "
+          f"GEMM peak {peak:.0f} GFLOP/s")
+    settings = [False, True] if args.compare else [encoder.CPU_TRAINING_KERNELS]
+    for fast in settings:
+        encoder.CPU_TRAINING_KERNELS = fast
+        print(f"\n== models.encoder.CPU_TRAINING_KERNELS = {fast} "
+              f"({'fast_dropout + manual attention when training on the CPU' if fast else 'F.dropout + sdpa'})")
+        profile_once(ours, batch, args, flops, peak)
+
+
+def profile_once(ours, batch, args, flops, peak) -> None:
     run_dir = Path(args.trace) if args.trace else Path(tempfile.mkdtemp(prefix="profile_step_"))
     ours.profiler = Profiler(True, run_dir, torch.device("cpu"), wait=0, warmup=args.warmup, active=args.active,
                              record_shapes=False)
@@ -85,24 +105,26 @@ def main() -> None:
             ours.step(batch, args.precision)
             walls.append(time.perf_counter() - t0)
             ours.profiler.step()
-    prof = ours.profiler._prof
-    events = prof.key_averages()
+    events = ours.profiler._prof.key_averages()
+    ours.profiler = Profiler(False, ".", torch.device("cpu"))
+    # unprofiled steps for the clean wall time
+    clean = []
+    for _ in range(args.active):
+        t0 = time.perf_counter()
+        ours.step(batch, args.precision)
+        clean.append(time.perf_counter() - t0)
     n = args.active
     phases = {e.key: e.cpu_time_total / n / 1e3 for e in events if e.key in ("loss", "forward", "backward", "optimizer")}
-    step_ms = statistics_median(walls[args.warmup:]) * 1e3
-    flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True)
-    peak = gemm_peak(args.precision)
+    step_ms = statistics_median(clean) * 1e3
     achieved = flops["total"] / (step_ms / 1e3) / 1e9
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; H{size['hidden_size']} L{size['num_hidden_layers']}, "
-          f"{args.shape}, {args.precision}, {int(batch['attention_mask'].sum())} real tokens")
-    print(f"step {step_ms:.0f} ms (profiled, median of {n}; the profiler adds a little); roofline {achieved:.0f} GFLOP/s = "
-          f"{100 * achieved / peak:.0f}% of the measured {args.precision} GEMM peak {peak:.0f} GFLOP/s "
-          f"({flops['total'] / 1e9:.1f} GFLOP: {phase_summary(flops)})")
-    print("phases (ms per step; loss includes forward): " + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
+    print(f"step {step_ms:.0f} ms unprofiled (median of {n}; {statistics_median(walls[args.warmup:]) * 1e3:.0f} ms "
+          f"profiled); roofline {achieved:.0f} GFLOP/s = {100 * achieved / peak:.0f}% of the measured GEMM peak")
+    print("phases (ms per step, profiled; loss includes forward): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in phases.items()))
     grouped = defaultdict(float)
     rows = []
     for e in events:
-        if e.key in ("loss", "forward", "backward", "optimizer", "ProfilerStep*") or e.key.startswith("ProfilerStep"):
+        if e.key in ("loss", "forward", "backward", "optimizer") or e.key.startswith("ProfilerStep"):
             continue
         self_ms = e.self_cpu_time_total / n / 1e3
         grouped[group_of(e.key)] += self_ms
@@ -113,7 +135,7 @@ def main() -> None:
         print(f"  {g:42} {ms:8.0f}  {100 * ms / total:5.1f}%")
     print(f"top {args.top} operators by self time (ms per step, calls per step):")
     for ms, key, calls in sorted(rows, reverse=True)[:args.top]:
-        print(f"  {key:60} {ms:8.1f}  {calls:6d}  [{group_of(key)}]")
+        print(f"  {key:60} {ms:8.1f}  {calls:6d}  [{group_of(key)}]", flush=True)
     if args.trace:
         print(f"trace: {run_dir / 'trace.json'}, table: {run_dir / 'ops.txt'}")
 

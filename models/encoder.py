@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION_IMPLS = ("sdpa", "manual")
+# On the CPU, train with fast_dropout and the manual attention (see SelfAttention.forward);
+# False = torch's F.dropout and sdpa everywhere (bench/profile_step.py --compare flips it).
+CPU_TRAINING_KERNELS = True
 
 
 @dataclass
@@ -92,6 +95,37 @@ def position_ids_from_input_ids(input_ids: torch.Tensor, padding_idx: int) -> to
     return torch.cumsum(not_pad, dim=1) * not_pad + padding_idx  # (B, T) int64
 
 
+def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Dropout from 16-bit random numbers, four per draw of torch's 64-bit generator: on the CPU
+    several times faster than F.dropout (whose bernoulli_ runs on one thread). An element is zeroed
+    with probability round(p * 65536) / 65536 (p to within 1e-5) and the kept ones are scaled so
+    the expectation is exact. Accelerators (and CPU_TRAINING_KERNELS = False) use F.dropout."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not CPU_TRAINING_KERNELS or p >= 1.0:
+        return F.dropout(x, p, training)
+    n, drop = x.numel(), round(p * 65536)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
+    keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 32768  # P(keep) = 1 - drop / 65536
+    return x.mul(keep).mul_(65536 / (65536 - drop))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through fast_dropout (same module, same state dict: none)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout(x, self.p, self.training)
+
+
+def manual_for_training(q: torch.Tensor, dropout_p: float) -> bool:
+    """Take the manual attention while training on the CPU with dropout or in bf16: there torch's
+    sdpa has no fast kernel (with dropout it falls back to a math path that runs bf16 products in
+    fp32; its flash backward is slow in bf16), the manual path is ~2x faster per layer.
+    Inference keeps sdpa's flash kernel."""
+    return (CPU_TRAINING_KERNELS and q.device.type == "cpu" and q.requires_grad
+            and (dropout_p > 0 or q.dtype == torch.bfloat16))
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: XLMRConfig):
         super().__init__()
@@ -103,7 +137,7 @@ class Embeddings(nn.Module):
         # XLM-R has one token type; we add its row to every position.
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, H)
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         # Trap: positions start at padding_idx + 1, not 0 (fairseq heritage).
@@ -124,7 +158,7 @@ class SelfAttention(nn.Module):
         self.attn_dropout = config.attention_probs_dropout_prob
         self.qkv = nn.Linear(H, 3 * H)  # rows: query, key, value (HF's three matrices stacked)
         self.out = nn.Linear(H, H)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
@@ -137,7 +171,7 @@ class SelfAttention(nn.Module):
         B, T, _ = qkv.shape
         q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, T, D)
         p = self.attn_dropout if self.training else 0.0
-        if self.impl == "sdpa":
+        if self.impl == "sdpa" and not manual_for_training(q, p):
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)  # (B, N, T, D)
         else:
             ctx = manual_attention(q, k, v, key_mask, p, self.training)  # (B, N, T, D)
@@ -150,10 +184,10 @@ class SelfAttention(nn.Module):
 
 def manual_attention(q, k, v, key_mask, dropout_p: float, training: bool) -> torch.Tensor:
     """The readable path: softmax(q k^T / sqrt(D)) v with masked keys at -inf. Same numbers as sdpa."""
-    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])  # (B, N, T, T)
+    scores = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, N, T, T); q scaled: D, not T, columns
     if key_mask is not None:
         scores = scores.masked_fill(~key_mask, float("-inf"))
-    probs = F.dropout(scores.softmax(dim=-1), p=dropout_p, training=training)  # (B, N, T, T)
+    probs = fast_dropout(scores.softmax(dim=-1), dropout_p, training)  # (B, N, T, T)
     return probs @ v  # (B, N, T, D)
 
 
@@ -166,7 +200,7 @@ class Block(nn.Module):
         self.attention = SelfAttention(config)
         self.ffn_in = nn.Linear(H, I)
         self.ffn_out = nn.Linear(I, H)
-        self.ffn_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.ffn_dropout = Dropout(config.hidden_dropout_prob)
         self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,

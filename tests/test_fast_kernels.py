@@ -1,0 +1,70 @@
+"""models.encoder's CPU training kernels: fast_dropout is a dropout (rate, scale, gradient), and the
+manual attention it trains with on the CPU gives sdpa's numbers."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models.encoder as enc
+from models.encoder import XLMRConfig, fast_dropout
+from models.heads import XLMRForTokenClassification
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_fast_dropout_rate_scale_and_gradient():
+    x = torch.ones(400_000, requires_grad=True)
+    y = fast_dropout(x, 0.1)
+    kept = y != 0
+    drop_rate = 1 - kept.float().mean().item()
+    assert abs(drop_rate - 0.1) < 0.003  # 400k draws: 4.7 standard deviations
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    assert torch.equal(y[kept], torch.full_like(y[kept], scale))  # kept values scaled exactly
+    assert abs(y.mean().item() - 1) < 0.004  # unbiased
+    g = torch.randn(400_000)
+    y.backward(g)
+    assert torch.allclose(x.grad, g * kept * scale)
+    assert fast_dropout(x, 0.1, training=False) is x and fast_dropout(x, 0.0) is x
+    odd = fast_dropout(torch.ones(3, 7), 0.5)  # a size that is not a multiple of 4
+    assert odd.shape == (3, 7) and set(odd.unique().tolist()) <= {0.0, 2.0}
+
+
+def test_fast_dropout_draws_differ_between_calls():
+    a, b = fast_dropout(torch.ones(1000), 0.5), fast_dropout(torch.ones(1000), 0.5)
+    assert not torch.equal(a, b)
+    torch.manual_seed(3)
+    c = fast_dropout(torch.ones(1000), 0.5)
+    torch.manual_seed(3)
+    assert torch.equal(c, fast_dropout(torch.ones(1000), 0.5))  # torch's generator: seeds reproduce
+
+
+def _grads(model, ids, mask, precision):
+    model.zero_grad(set_to_none=True)
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
+    with ctx:
+        logits = model(ids, mask)
+    F.cross_entropy(logits.float().flatten(0, 1), torch.zeros(ids.numel(), dtype=torch.long)).backward()
+    return logits.float().detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_manual_training_path_matches_sdpa(precision, monkeypatch):
+    # dropout 0 so both paths are deterministic; bf16 training takes the manual path on the CPU
+    config = XLMRConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=20, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0)
+    model = XLMRForTokenClassification(config, 3, classifier_dropout=0.0).train()
+    ids = torch.randint(4, 40, (3, 9))
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    calls = []
+    real = enc.manual_attention
+    monkeypatch.setattr(enc, "manual_attention", lambda *a: calls.append(1) or real(*a))
+    fast_logits, fast = _grads(model, ids, mask, precision)
+    assert bool(calls) == (precision == "bf16")  # which path ran
+    monkeypatch.setattr(enc, "CPU_TRAINING_KERNELS", False)
+    ref_logits, ref = _grads(model, ids, mask, precision)
+    tol = 3e-2 if precision == "bf16" else 1e-5
+    real_tokens = mask.unsqueeze(-1).expand_as(fast_logits)
+    assert torch.allclose(fast_logits[real_tokens], ref_logits[real_tokens], atol=tol)
+    for name, g in ref.items():
+        assert torch.allclose(fast[name], g, atol=tol * max(1.0, g.abs().max().item())), name
