@@ -134,7 +134,7 @@ class ExtendTask(MLMTask):
 
     def run(self, cfg, run_dir: str | Path) -> dict:
         from core.loop import fit
-        from core.task import restore_best
+        from core.task import fit_best
 
         run_dir = Path(run_dir)
         started = time.monotonic()
@@ -156,8 +156,7 @@ class ExtendTask(MLMTask):
                 raise RuntimeError("the new-rows phase changed old embedding rows")
             self.report["after_new_rows"] = self.evaluate(self.grown)
             cfg.train.max_steps = steps - first
-        result = fit(cfg, self, run_dir)
-        restore_best(self.grown, run_dir)
+        result = fit_best(cfg, self, run_dir)  # the best held-out weights (best.pt) in self.grown
         final = self.evaluate(self.grown)
         tmp, out = run_dir / "model.tmp", run_dir / "model"
         shutil.rmtree(tmp, ignore_errors=True)
