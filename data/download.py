@@ -165,6 +165,34 @@ def _content_range(value: str | None) -> tuple[int | None, int | None] | None:
     return start, int(match.group(3)) if match.group(3) != "*" else None
 
 
+def _stream(response, part: _Part, start: int, known: int | None, url: str, name: str) -> None:
+    """Append the body to the part (rewrite it when ``start`` is 0), fsync'ed even when the
+    connection drops; a drop is a DownloadError and the part stays for resuming."""
+    started, done, last = time.monotonic(), start, float("-inf")
+    try:
+        with open(part.path, "ab" if start else "wb") as f:
+            try:
+                while True:
+                    try:
+                        chunk = response.read(CHUNK)
+                    except http.client.IncompleteRead as e:  # keep what arrived before the drop
+                        f.write(e.partial)
+                        done += len(e.partial)
+                        raise
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    done += len(chunk)
+                    last = _progress(name, done, known, started, last, final=False)
+            finally:
+                f.flush()
+                os.fsync(f.fileno())
+    except (OSError, http.client.HTTPException) as e:
+        raise DownloadError(f"{url}: transfer interrupted after {done} bytes ({e!r}); the partial file "
+                            f"{part.path} is kept for resuming") from None
+    _progress(name, done, known, started, last, final=True)
+
+
 def _transfer(url: str, dest: Path, part: _Part, facts: dict, record: dict, probing: bool,
               timeout: float) -> str:
     """One GET into the part. Returns "complete", "restart" (part discarded) or "probe" (the body
@@ -215,29 +243,7 @@ def _transfer(url: str, dest: Path, part: _Part, facts: dict, record: dict, prob
         known = known if known is not None else total
         part.write_record({"url": url, "size": known, "etag": facts["etag"], "sha256": facts["sha256"],
                            "get_etag": get_etag})
-        started, done, last = time.monotonic(), start, float("-inf")
-        try:
-            with open(part.path, "ab" if start else "wb") as f:
-                try:
-                    while True:
-                        try:
-                            chunk = response.read(CHUNK)
-                        except http.client.IncompleteRead as e:  # keep what arrived before the drop
-                            f.write(e.partial)
-                            done += len(e.partial)
-                            raise
-                        if not chunk:
-                            break
-                        f.write(chunk)
-                        done += len(chunk)
-                        last = _progress(dest.name, done, known, started, last, final=False)
-                finally:
-                    f.flush()
-                    os.fsync(f.fileno())
-        except (OSError, http.client.HTTPException) as e:
-            raise DownloadError(f"{url}: transfer interrupted after {done} bytes ({e!r}); the partial file "
-                                f"{part.path} is kept for resuming") from None
-        _progress(dest.name, done, known, started, last, final=True)
+        _stream(response, part, start, known, url, dest.name)
         chunked = bool(getattr(response, "chunked", False))
     if sys.stderr.isatty():
         sys.stderr.write("\n")
