@@ -381,7 +381,7 @@ def _search_inner(src, tgt, k, topk, queries, memory_mb, neighbourhoods, dtype, 
             out["r_src"] = _exact_topk(src, tgt, min(k, T), memory_mb)[0].mean(1)
             out["r_tgt"] = _exact_topk(tgt, src, min(k, S), memory_mb)[0].mean(1)
         else:
-            keep = max(k, topk or 0) + row_margin
+            keep = max(k, topk) + row_margin if topk is not None else k + col_margin  # r_src alone needs fewer
             r_src, r_tgt, cand, cand_cos, tau_up, stats = _neighbourhood_pass(src, tgt, k, keep, memory_mb, dtype,
                                                                               col_margin)
             out.update(r_src=r_src, r_tgt=r_tgt, stats=stats)
