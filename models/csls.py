@@ -47,6 +47,7 @@ ROW_MARGIN = 54  # candidates per source row beyond max(k, topk) (M = max(k, top
 COL_MARGIN = 14  # candidates per target column beyond k (K = k + COL_MARGIN)
 RETRIEVAL_MARGIN = 14  # candidates per query in the retrieval pass beyond topk
 ROW_BLOCK = 8  # source rows per block for the column maxima
+BLOCKS_PER_MERGE = 1 << 17  # (row block, column) pairs expanded at a time in the column top-k
 PAD = -100.0  # the product of a real row with a padding row (cosines are >= -1)
 BRUTE_FORCE_BELOW = 4_000_000  # S x T below this: fp32 brute force (nothing to gain)
 
@@ -71,6 +72,16 @@ def product_dtype(device: torch.device) -> torch.dtype:
 
 # ---------------------------------------------------------------------------------------------
 # the approximate product and its error bound
+
+def _rounding_norms(exact: torch.Tensor, rounded: torch.Tensor, rows: int = 65536) -> tuple[float, float]:
+    """(max row norm of exact - rounded, max row norm of rounded), a slice of rows at a time."""
+    err, norm = 0.0, 0.0
+    for lo in range(0, exact.shape[0], rows):
+        r = rounded[lo:lo + rows].float()
+        err = max(err, (exact[lo:lo + rows] - r).norm(dim=1).max().item())
+        norm = max(norm, r.norm(dim=1).max().item())
+    return err, norm
+
 
 class _Operands:
     """Unit rows of both sides, padded and rounded to the product dtype, with the bound's norms.
@@ -102,11 +113,8 @@ class _Operands:
         b[:T, d + 3] = 1.0
         self.a, self.bt = a, b.t().contiguous()  # (S_pad, d_aug), (d_aug, T_pad)
         # the error bound (see _error_bound): norms of the rounded rows and of their rounding errors
-        a_r, b_r = a[:S, :d].float(), b[:T, :d].float()
-        ex = (src - a_r).norm(dim=1).max().item() if S else 0.0
-        ey = (tgt - b_r).norm(dim=1).max().item() if T else 0.0
-        nx = a_r.norm(dim=1).max().item() if S else 0.0
-        ny = b_r.norm(dim=1).max().item() if T else 0.0
+        ex, nx = _rounding_norms(src, a[:S, :d])
+        ey, ny = _rounding_norms(tgt, b[:T, :d])
         fold_err = (half - hi.float() - lo.float()).abs().max().item() if T else 0.0
         fold_mag = (hi.float().abs() + lo.float().abs()).max().item() if T else 0.0
         gamma = d_aug * 2.0**-24 / (1 - d_aug * 2.0**-24)  # fp32 accumulation of d_aug products
@@ -197,13 +205,13 @@ class _ColumnTopK:
             self.theta = block_max.float().topk(self.K + 1, dim=1).values[:, self.K]
         # theta holds values of sims (or -inf), exact in sims' dtype: compare there
         col, blk = (block_max >= self.theta.to(sims.dtype)[:, None]).nonzero(as_tuple=True)  # sorted by column
-        if col.numel() == 0:
-            return
-        local = blk[:, None] * br + torch.arange(br, device=sims.device)  # (P, br) rows in the chunk
-        vals = sims[local, col[:, None]].float()  # (P, br)
-        keep = vals >= self.theta[col][:, None]
-        cols = col[:, None].expand_as(local)[keep]
-        self._merge(cols, (local + row0)[keep], vals[keep])
+        offsets = torch.arange(br, device=sims.device)
+        for lo in range(0, col.numel(), BLOCKS_PER_MERGE):  # bounded memory; a column split in two merges twice
+            c, b = col[lo:lo + BLOCKS_PER_MERGE], blk[lo:lo + BLOCKS_PER_MERGE]
+            local = b[:, None] * br + offsets  # (P, br) rows in the chunk
+            vals = sims[local, c[:, None]].float()  # (P, br)
+            keep = vals >= self.theta[c][:, None]
+            self._merge(c[:, None].expand_as(local)[keep], (local + row0)[keep], vals[keep])
 
     def _merge(self, cols: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor) -> None:
         """Merge entries (grouped by column, in column order) into the running top-(K+1)."""

@@ -149,3 +149,13 @@ def test_public_functions_take_the_candidate_path_on_large_inputs():
     assert torch.equal(idx[:, 0], ref.indices[:, 0]) and torch.allclose(scores, ref.values, atol=1e-6)
     scores2, idx2 = csls_topk(src, tgt, topk=1, k=10, neighbourhoods=(got_src, got_tgt))
     assert torch.equal(idx2[:, 0], ref.indices[:, 0])
+
+
+def test_column_merges_split_into_slices(monkeypatch):
+    # a column's candidate blocks merged over several slices (bounded memory) give the same r_tgt
+    monkeypatch.setattr(csls_mod, "BLOCKS_PER_MERGE", 7)
+    gen = torch.Generator().manual_seed(8)
+    src, tgt = torch.randn(400, 20, generator=gen), torch.randn(300, 20, generator=gen)
+    full, r_src, r_tgt = brute_force_csls(src, tgt, k=5)
+    out = fast(src, tgt, 5, 2, memory_mb=0.1)
+    assert_same_as_brute_force(out, full, r_src, r_tgt, topk=2)
