@@ -72,7 +72,10 @@ def load_model_dir(model_dir: str | Path):
 
     out = Path(model_dir)
     if not (out / "config.json").is_file():
-        raise MissingCheckpointError(f"no trained model in {out}: train first (python train.py CONFIG.yaml)")
+        sizes = sorted(p.parent.parent.name for p in out.parent.glob("k*/model/config.json"))
+        hint = f"a few-shot run has one per size: {out.parent}/{sizes[0]}, ..." if sizes else \
+            "train first (python train.py CONFIG.yaml)"
+        raise MissingCheckpointError(f"no trained model in {out}: {hint}")
     try:
         names = read_label_names(out)
     except (ValueError, KeyError, TypeError) as err:
@@ -268,10 +271,14 @@ def write_predictions(out: str | None, fmt: str, sentences: list[InputSentence],
     if fmt == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in to_jsonl_records(sentences, pred, probs))
         if out:
+            if not Path(out).parent.is_dir():
+                raise InputError(f"--out {out}: no folder {Path(out).parent}")
             Path(out).write_text(text, encoding="utf-8")
         else:
             sys.stdout.write(text)
         return
+    if out and not Path(out).parent.is_dir():
+        raise InputError(f"--out {out}: no folder {Path(out).parent}")
     write_conll(out or "/dev/stdout", [Sentence(s.words, p) for s, p in zip(sentences, pred)])
 
 
@@ -344,6 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     except (MissingCheckpointError, CheckpointError, InputError, ConllError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, run_dir, sentences, model, tokenizer, labels, cfg)
+    except (FileNotFoundError, ConllError, InputError) as err:  # data files of --langs, the --out folder
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args, run_dir: Path, sentences, model, tokenizer, labels, cfg) -> int:
     run = (model, tokenizer, labels, cfg.data, args.batch_size, cfg.train.precision)
     if args.export:
         info = export(run_dir, model, tokenizer, labels, cfg, args.command)

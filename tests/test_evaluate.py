@@ -252,6 +252,9 @@ def test_corrupt_checkpoints_are_one_named_line(tiny_run, tmp_path, capsys):
     (run / "model/crf.pt").write_bytes(b"PK\x03\x04 truncated zip")
     assert "crf.pt" in _error(capsys, [str(run), *predict])
     assert "no trained model" in _error(capsys, [str(tmp_path / "nothing"), *predict])
+    _copy_run(tiny_run / "linear", tmp_path / "fewshot" / "k250")
+    assert f"{tmp_path / 'fewshot'}/k250" in _error(capsys, [str(tmp_path / "fewshot"), *predict])
+    assert "no folder" in _error(capsys, [str(tiny_run / "linear"), *predict, "--out", str(tmp_path / "no/o.jsonl")])
 
 
 def test_old_runs_with_labels_json_and_crf_pt_still_load(tiny_run, tmp_path):
