@@ -276,3 +276,35 @@ def test_old_runs_with_labels_json_and_crf_pt_still_load(tiny_run, tmp_path):
     assert old_labels == new_labels and list(new_labels.tags) == TAGS
     assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
     assert type(old).__name__ == "CRFTagger"
+
+
+def test_export_rewrites_an_old_run_in_the_new_layout(tiny_run, tmp_path, data_root, capsys):
+    import torch
+    import yaml
+
+    from core.config import load_config, to_dict
+    from evaluate import main
+    from models.safetensors_io import load_file
+
+    run = _copy_run(tiny_run / "crf", tmp_path / "old")
+    model_dir = run / "model"
+    crf = load_file(model_dir / "crf.safetensors")
+    torch.save(crf, model_dir / "crf.pt")
+    (model_dir / "crf.safetensors").unlink()
+    (model_dir / "labels.json").write_text(json.dumps(TAGS))
+    config = json.loads((model_dir / "config.json").read_text())
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(len(TAGS))}
+    (model_dir / "config.json").write_text(json.dumps(config))
+    (run / "config.yaml").write_text(yaml.safe_dump(to_dict(load_config(overrides=[
+        f"data.root={data_root}", "data.max_eval_sentences=12", "train.precision=fp32", "data.max_length=12",
+        "data.stride=4"]))))
+    assert main([str(run), "--export", "--command", "python train.py configs/old.yaml"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["decoding"]["sentences"] == 12 and info["command"] == "python train.py configs/old.yaml"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["README.md", "config.json", "crf.safetensors",
+                                                          "model.safetensors", "sentencepiece.bpe.model",
+                                                          "tokenizer.json", "tokenizer_config.json"]
+    assert json.loads((model_dir / "config.json").read_text())["id2label"]["2"] == "I-PER"
+    again = load_file(model_dir / "crf.safetensors")
+    assert all(torch.equal(again[k], v) for k, v in crf.items())
+    assert "python train.py configs/old.yaml" in (model_dir / "README.md").read_text()
