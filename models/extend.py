@@ -70,53 +70,66 @@ def base_statistics(weight: torch.Tensor, n_rows: int, chunk: int = 16384) -> tu
     return shift + offset, cov
 
 
-def gaussian_rows(mean: torch.Tensor, cov: torch.Tensor, n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """n draws (n, H) fp64 from N(mean, cov) (a small jitter keeps the Cholesky factor defined)."""
-    H = mean.shape[0]
+def gaussian_factor(cov: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor (H, H) of cov, with a small jitter so it exists for a rank-deficient cov."""
+    H = cov.shape[0]
     jitter = 1e-6 * float(cov.diagonal().mean().clamp_min(1e-12))
-    factor = torch.linalg.cholesky(cov + jitter * torch.eye(H, dtype=torch.float64))  # (H, H)
-    z = torch.randn(n, H, generator=generator, dtype=torch.float64)  # (N, H)
-    return mean + z @ factor.T  # (N, H)
+    return torch.linalg.cholesky(cov + jitter * torch.eye(H, dtype=torch.float64))
+
+
+def fill_gaussian(out: torch.Tensor, rows: list[int] | range, mean: torch.Tensor, factor: torch.Tensor,
+                  generator: torch.Generator | None, chunk: int = 4096) -> None:
+    """out[rows] <- draws from N(mean, factor factor^T), in chunks (no (N, H) fp64 temporary)."""
+    rows = list(rows)
+    for start in range(0, len(rows), chunk):
+        index = rows[start:start + chunk]
+        z = torch.randn(len(index), mean.shape[0], generator=generator, dtype=torch.float64)  # (C, H)
+        out[index] = (mean + z @ factor.T).to(out.dtype)
 
 
 @torch.no_grad()
-def new_rows(weight: torch.Tensor, bias: torch.Tensor | None, n_new: int, init: str, std: float,
-             sources: list[list[int]] | None = None, init_rows: torch.Tensor | None = None,
-             init_bias: torch.Tensor | None = None, generator: torch.Generator | None = None):
-    """(rows (N, H), bias entries (N,)) for the new ids, from the base ``weight`` (V, H) and ``bias`` (V,)."""
-    V, H = weight.shape
+def fill_new_rows(out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, init: str, std: float,
+                  sources: list[list[int]] | None = None, init_rows: torch.Tensor | None = None,
+                  init_bias: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Write the new rows into ``out`` (N, H) (a view of the grown matrix) from the base ``weight``
+    (V, H) and ``bias`` (V,); returns the new bias entries (N,) in fp64."""
+    n_new, H = out.shape
+    V = weight.shape[0]
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
     ordinary = bias[FIRST_ORDINARY_ID:] if bias is not None else None  # the specials' biases are not typical
     base_bias = ordinary.double().mean() if ordinary is not None and len(ordinary) else torch.zeros((), dtype=torch.float64)
     if init == "random":
-        rows = torch.randn(n_new, H, generator=generator, dtype=torch.float64) * std  # (N, H)
-        return rows, torch.zeros(n_new, dtype=torch.float64)
+        out.normal_(0.0, std, generator=generator)
+        return torch.zeros(n_new, dtype=torch.float64)
     if init == "rows":
         if init_rows is None or tuple(init_rows.shape) != (n_new, H):
             raise ValueError(f"init='rows' needs init_rows of shape ({n_new}, {H}), got "
                              f"{None if init_rows is None else tuple(init_rows.shape)}")
-        entries = init_bias.double() if init_bias is not None else base_bias.expand(n_new).clone()
-        return init_rows.double(), entries
-    mean, cov = base_statistics(weight, V)
-    if init == "gaussian":
-        return gaussian_rows(mean, cov, n_new, generator), base_bias.expand(n_new).clone()
-    if sources is None or len(sources) != n_new:
+        out.copy_(init_rows)
+        return init_bias.double() if init_bias is not None else base_bias.expand(n_new).clone()
+    if init == "mean" and (sources is None or len(sources) != n_new):
         raise ValueError(f"init='mean' needs sources: one list of base ids per new row ({n_new}), "
                          f"got {None if sources is None else len(sources)}")
-    usable = [[i for i in ids if i != UNK_ID and 0 <= i < V] for ids in sources]
-    fallback = [j for j, ids in enumerate(usable) if not ids]
-    rows = torch.empty(n_new, H, dtype=torch.float64)  # (N, H)
+    mean, cov = base_statistics(weight, V)
+    factor = gaussian_factor(cov)
+    if init == "gaussian":
+        fill_gaussian(out, range(n_new), mean, factor, generator)
+        return base_bias.expand(n_new).clone()
     entries = torch.empty(n_new, dtype=torch.float64)  # (N,)
-    for j, ids in enumerate(usable):
-        if ids:
-            index = torch.tensor(ids)
-            rows[j] = weight[index].double().mean(0)
-            entries[j] = bias[index].double().mean() if bias is not None else 0.0
-    if fallback:  # one draw for all of them, in order: pinned by the generator
-        rows[fallback] = gaussian_rows(mean, cov, len(fallback), generator)
+    fallback = []
+    for j, ids in enumerate(sources):
+        ids = [i for i in ids if i != UNK_ID and 0 <= i < V]
+        if not ids:
+            fallback.append(j)
+            continue
+        index = torch.tensor(ids)
+        out[j] = weight[index].double().mean(0).to(out.dtype)
+        entries[j] = bias[index].double().mean() if bias is not None else 0.0
+    if fallback:  # drawn in order, so pinned by the generator
+        fill_gaussian(out, fallback, mean, factor, generator)
         entries[fallback] = base_bias
-    return rows, entries
+    return entries
 
 
 @torch.no_grad()
@@ -133,11 +146,10 @@ def grow_vocabulary(model: nn.Module, n_new: int, init: str = "random", sources:
     heads = _lm_heads(model)
     bias = heads[0].bias if heads else None
     std = next((m.config.initializer_range for m in model.modules() if isinstance(getattr(m, "config", None), XLMRConfig)), 0.02)
-    rows, entries = new_rows(old.detach(), None if bias is None else bias.detach(), n_new, init, std, sources,
-                             init_rows, init_bias, generator)
     grown = torch.empty(V + n_new, H, dtype=old.dtype, device=old.device)  # (V + N, H): the one new tensor
     grown[:V].copy_(old)
-    grown[V:].copy_(rows)
+    entries = fill_new_rows(grown[V:], grown[:V], None if bias is None else bias.detach(), init, std, sources,
+                            init_rows, init_bias, generator)
     embedding.weight = nn.Parameter(grown, requires_grad=old.requires_grad)
     embedding.num_embeddings = V + n_new
     del old
