@@ -8,7 +8,8 @@ A random xlm-roberta-base-sized XLMRForMaskedLM is written once in the HF layout
 save_pretrained). Each approach then runs in its own fresh process (so peaks do not mix): load
 the folder with load_pretrained (memory-mapped), grow the vocabulary, check the old rows, and
 save the grown model to a new folder. Printed per approach: seconds of the growth alone, and the
-peak resident memory above the loaded model during the growth (the inputs), sampled every 2 ms.
+peak resident memory above the loaded model (the inputs, read into memory: mmap=False) during the
+growth, sampled every 2 ms. The grown matrix itself is (V + N) x H x 4 bytes = 820 MB.
 - ours: one new (V + N, H) tensor, old rows copied in once, only the N new rows drawn;
 - torch.cat: ``torch.cat([old, new_rows])`` (the new rows are a second temporary), bias likewise;
 - re-init: the ``resize_token_embeddings`` pattern: a fresh nn.Embedding(V + N, H) initialised in
@@ -101,7 +102,7 @@ def child(folder: Path, approach: str, n_new: int, init: str) -> dict:
     from models.export import save_pretrained
     from models.extend import grow_vocabulary
 
-    model, _ = load_pretrained(folder, task="masked-lm", with_tokenizer=False)
+    model, _ = load_pretrained(folder, task="masked-lm", with_tokenizer=False, mmap=False)  # inputs resident
     probe = model.encoder.embeddings.word_embeddings.weight[[5, 250001]].clone()  # (2, H)
     torch.manual_seed(0)
     with PeakMemory() as mem:
