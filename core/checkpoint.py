@@ -178,15 +178,21 @@ def flatten(config: dict) -> dict:
 
 
 def config_changes(saved: dict, current) -> dict[str, tuple]:
-    """{dotted key: (saved, now)} for every training-relevant setting that differs."""
+    """{dotted key: (saved, now)} for every training-relevant setting that differs. A key the schema
+    gained since last.pt was written counts only if it is set away from its default; a key the
+    schema lost cannot be set any more and is not compared."""
+    from core.config import Config
+
     now = flatten(dataclasses.asdict(current) if dataclasses.is_dataclass(current) else current)
     before = flatten(saved or {})
+    defaults = flatten(dataclasses.asdict(Config()))
     changes = {}
-    for key in sorted(set(now) | set(before)):
+    for key in sorted(now):
         if any(key == skip or (skip.endswith(".") and key.startswith(skip)) for skip in RESUME_IGNORED):
             continue
-        if before.get(key, "<absent>") != now.get(key, "<absent>"):
-            changes[key] = (before.get(key, "<absent>"), now.get(key, "<absent>"))
+        old = before[key] if key in before else defaults.get(key, "<absent>")
+        if old != now[key]:
+            changes[key] = (before.get(key, "<absent>"), now[key])
     return changes
 
 

@@ -86,3 +86,12 @@ def test_crashed_run_logs_each_step_once_and_keeps_its_best_metric(tmp_path):
     assert resumed["best_metric"] == full["best_metric"]
     finished = fit(resumed_cfg, ToyTask(cfg), run)  # resuming a finished run trains nothing, reports the same
     assert finished["step"] == 20 and finished["best_metric"] == full["best_metric"]
+
+
+def test_keys_the_schema_gained_since_the_save_count_only_when_set():
+    saved = dataclasses.asdict(load_config(None, []))
+    del saved["train"]["fused_adamw"]  # as if last.pt predates the key
+    saved["train"]["retired_key"] = 1  # and the schema has lost this one since
+    assert config_changes(saved, load_config(None, [])) == {}
+    assert config_changes(saved, load_config(None, ["train.fused_adamw=false"])) == \
+        {"train.fused_adamw": ("<absent>", False)}
