@@ -12,6 +12,11 @@ the loop as ``train.time_budget_minutes``, which stops cleanly (evaluation + che
 learning-rate schedule reaches its end at the budget. On a CPU that other jobs share the speed
 drifts, so (``mlm.pace_batches``) each batch is sized to keep steps at the planned duration and
 the thread count follows what is fastest now (core/pacing.py).
+
+fit writes config.yaml after this planning, so it holds the planned max_steps; a resumed
+time-budget run keeps them (resume_planned_steps) and gets a fresh budget. The exported weights
+are best.pt's (highest held-out MLM accuracy). In mlm_summary.json the time and throughput fields
+(train_seconds, tokens, tokens_per_second, total_seconds) count the current process only.
 """
 from __future__ import annotations
 
