@@ -210,3 +210,32 @@ def test_fsync_before_the_rename(server, tmp_path, monkeypatch):
     download(server.url + "/f.bin", tmp_path / "f.bin")
     final = events.index("replace f.bin")
     assert "fsync" in events[:final]
+
+
+def test_stdlib_file_server(tmp_path):
+    """http.server's SimpleHTTPRequestHandler (what scripts/check_base_load.py serves with): HEAD
+    and Content-Length, no ETag, Range ignored. A dropped part restarts and the file arrives whole."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "f.bin").write_bytes(BLOB)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path / "www")))
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/f.bin"
+        assert remote_info(url).size == len(BLOB)
+        dest = tmp_path / "f.bin"
+        (tmp_path / "f.bin.part").write_bytes(BLOB[:100])
+        (tmp_path / "f.bin.part.json").write_text(json.dumps({"url": url, "size": len(BLOB), "etag": None,
+                                                              "sha256": None, "get_etag": None}))
+        assert download(url, dest).read_bytes() == BLOB  # 200 to a Range request: rewritten from 0
+        assert not (tmp_path / "f.bin.part").exists()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
