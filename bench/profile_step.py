@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--trace", help="also write trace.json and ops.txt into this folder")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--reps", type=int, default=3, help="interleaved unprofiled before/after steps (--compare)")
     ap.add_argument("--compare", action="store_true",
                     help="profile with models.encoder.CPU_TRAINING_KERNELS off, then on (before / after)")
     args = ap.parse_args()
@@ -92,6 +93,22 @@ def main() -> None:
         print(f"\n== models.encoder.CPU_TRAINING_KERNELS = {fast} "
               f"({'fast_dropout + manual attention when training on the CPU' if fast else 'F.dropout + sdpa'})")
         profile_once(ours, batch, args, flops, peak)
+    if args.compare:  # before / after without the profiler: interleaved, order alternating
+        times = {False: [], True: []}
+        for r in range(args.reps):
+            for fast in ((False, True) if r % 2 == 0 else (True, False)):
+                encoder.CPU_TRAINING_KERNELS = fast
+                t0 = time.perf_counter()
+                ours.step(batch, args.precision)
+                times[fast].append(time.perf_counter() - t0)
+        encoder.CPU_TRAINING_KERNELS = True
+        before, after = statistics_median(times[False]), statistics_median(times[True])
+        ratios = [b / a for b, a in zip(times[False], times[True])]
+        print(f"\ninterleaved, unprofiled, {args.reps} reps: before {before * 1e3:.0f} ms "
+              f"({flops['total'] / before / 1e9:.0f} GFLOP/s = {100 * flops['total'] / before / 1e9 / peak:.0f}% of peak), "
+              f"after {after * 1e3:.0f} ms ({flops['total'] / after / 1e9:.0f} GFLOP/s = "
+              f"{100 * flops['total'] / after / 1e9 / peak:.0f}%); speed-up {statistics_median(ratios):.2f}x (median of "
+              f"per-rep ratios {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 def profile_once(ours, batch, args, flops, peak) -> None:
