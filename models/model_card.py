@@ -117,7 +117,8 @@ def ner_card(cfg, results: dict | None, decoding: dict | None, command: str, crf
         f" ({sizes}{', mix ' + str(d.mix) if d.mix else ''})"
         + (f" + {d.fewshot_lang} few-shot sentences" if d.fewshot_lang else ""),
         f"- {t.epochs} epochs, batch {t.batch_size} x {t.accum_steps} accumulation, lr {t.lr}, "
-        f"weight decay {t.weight_decay}, seed {t.seed}, precision {t.precision}",
+        f"weight decay {t.weight_decay}, seed {t.seed}, precision {t.precision}"
+        + (" (bf16 autocast where the CPU/GPU has fast bf16, else fp32)" if t.precision == "auto" else ""),
         f"- windows of {d.max_length} pieces (stride {d.stride}); loss on each word's first piece",
         f"- the exported weights are the best-dev checkpoint"
         + (f" (dev entity F1 {100 * results['best_dev_f1']:.1f})" if results and "best_dev_f1" in results else ""),
