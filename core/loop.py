@@ -57,23 +57,10 @@ def fit(cfg, task, run_dir: str | Path) -> dict:
     rank, world = dist_info.rank, dist_info.world
     model, optimizer, scheduler, scaler, total_steps, micro_per_epoch = build_training(task, t, device, precision,
                                                                                        rank, world)
-    step, epoch, batch_in_epoch, best, changes = 0, 0, 0, None, {}
     last_pt = run_dir / "last.pt"
     logger = RunLogger(run_dir, enabled=dist_info.is_main)
-    if dist_info.is_main:
-        clean_stale_temps(run_dir)  # a save killed half-way left its temp file
-    if t.resume and last_pt.is_file():
-        step, epoch, batch_in_epoch, best, changes = resume(last_pt, cfg, model, optimizer, scheduler, scaler,
-                                                            device, rank)
-        logger.truncate_after(step)  # the records of steps after the checkpoint are re-made
-        if changes:
-            logger.print(f"note: resuming with changed settings (train.resume_allow_changes): {changes}")
-            logger.log({"step": step, "resume_changes": {k: list(v) for k, v in changes.items()}})
-    elif dist_info.is_main:  # a fresh run: a fresh log, and no best.pt of an earlier run to be tested by mistake
-        logger.truncate_after(-1)
-        (run_dir / "best.pt").unlink(missing_ok=True)
-    if dist_info.is_main:
-        write_run_config(cfg, run_dir)
+    step, epoch, batch_in_epoch, best = start_run(cfg, run_dir, logger, dist_info, model, optimizer, scheduler,
+                                                  scaler, device)
     scaled = scaler.is_enabled()  # fp16: the scaler skips non-finite steps itself
 
     train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
@@ -151,6 +138,28 @@ def build_training(task, t, device, precision: str, rank: int, world: int):
     scaler = build_grad_scaler(device, precision)
     seed_everything(t.seed + rank)  # dropout differs per rank, as with independent workers
     return model, optimizer, scheduler, scaler, total_steps, micro_per_epoch
+
+
+def start_run(cfg, run_dir: Path, logger, dist_info, model, optimizer, scheduler, scaler, device):
+    """Prepare the run folder: stale temp files removed; on a resume last.pt checked and loaded and
+    metrics.jsonl cut back to its step; on a fresh start a fresh log and no old best.pt; then
+    config.yaml. Returns (step, epoch, batch_in_epoch, best)."""
+    last_pt = run_dir / "last.pt"
+    state = (0, 0, 0, None)
+    if dist_info.is_main:
+        clean_stale_temps(run_dir)  # a save killed half-way left its temp file
+    if cfg.train.resume and last_pt.is_file():
+        *state, changes = resume(last_pt, cfg, model, optimizer, scheduler, scaler, device, dist_info.rank)
+        logger.truncate_after(state[0])  # the records of steps after the checkpoint are re-made
+        if changes:
+            logger.print(f"note: resuming with changed settings (train.resume_allow_changes): {changes}")
+            logger.log({"step": state[0], "resume_changes": {k: list(v) for k, v in changes.items()}})
+    elif dist_info.is_main:  # a fresh log, and no best.pt of an earlier run to be tested by mistake
+        logger.truncate_after(-1)
+        (run_dir / "best.pt").unlink(missing_ok=True)
+    if dist_info.is_main:
+        write_run_config(cfg, run_dir)
+    return tuple(state)
 
 
 def resume(last_pt: Path, cfg, model, optimizer, scheduler, scaler, device, rank: int):
