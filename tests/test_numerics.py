@@ -14,7 +14,7 @@ import core.loop
 from core.checkpoint import NonFiniteError
 from core.loop import fit, train_step
 from core.profiler import build_profiler
-from test_loop import ToyTask, collate, final_weights, toy_config
+from test_loop import ToyTask, final_weights, toy_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
