@@ -94,15 +94,15 @@ def _fp16_on_cpu(monkeypatch, init_scale: float):
 
 
 def test_fp16_overflowing_steps_are_skipped_not_fatal(tmp_path, monkeypatch):
-    """Scale 2^21 overflows the fp16 backward: the scaler skips 4 steps, halving the scale each time,
-    then trains; the run goes on (a few skipped steps are the GradScaler's normal work)."""
+    """Scale 2^21 overflows the fp16 backward: the scaler skips the first steps (4 here), halving the
+    scale each time, then trains; the run goes on (a few skipped steps are the GradScaler's normal work)."""
     _fp16_on_cpu(monkeypatch, 2.0 ** 21)
     cfg = toy_config(tmp_path, "train.batch_size=4", "train.max_steps=8", "train.log_every=8")
     result = fit(cfg, ToyTask(cfg), tmp_path / "fp16")
     records = [json.loads(line) for line in (tmp_path / "fp16" / "metrics.jsonl").read_text().splitlines()]
-    assert records[0]["step"] == 8 and records[0]["nonfinite_steps"] == 4  # counted and reported
-    assert result["step"] == 8
-    assert torch.load(tmp_path / "fp16" / "last.pt", weights_only=True)["scaler"]["scale"] == 2.0 ** 17
+    skipped = records[0]["nonfinite_steps"]  # counted and reported: 4 here (Zen 4, torch 2.13)
+    assert records[0]["step"] == 8 and 1 <= skipped < 8 and result["step"] == 8
+    assert torch.load(tmp_path / "fp16" / "last.pt", weights_only=True)["scaler"]["scale"] == 2.0 ** (21 - skipped)
 
 
 def test_fp16_persistent_overflow_is_fatal(tmp_path, monkeypatch):
