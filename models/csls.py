@@ -335,29 +335,30 @@ def _retrieval_pass(src, tgt, r_src, r_tgt, topk: int, queries: torch.Tensor, me
     cos - r_tgt / 2, re-scored exactly; unproved rows by brute force. Returns (scores, indices, stats)."""
     T = tgt.shape[0]
     n_top = min(topk, T)
-    keep = min(n_top + margin, T)
+    n_out = min(n_top + 1, T)  # one more than asked: the runner-up, for _break_ties (not proved)
+    keep = min(n_top + max(margin, 1), T)
     b = _block_width(T, keep)
     x = src[queries]  # (Q, d)
     ops = _Operands(x, tgt, dtype, 1, b, fold=r_tgt)
     rows = _rows_for_budget(ops.T_pad, dtype, memory_mb, 1)
     Q = x.shape[0]
-    scores = src.new_empty(Q, n_top)
-    indices = torch.empty(Q, n_top, dtype=torch.long, device=src.device)
+    scores = src.new_empty(Q, n_out)
+    indices = torch.empty(Q, n_out, dtype=torch.long, device=src.device)
     bad = []
     for lo, sims in _pass_chunks(ops, rows):
         n = sims.shape[0]
         cols, _, tau = _row_candidates(sims, b, keep)
         ids = queries[lo:lo + n]
         exact = 2 * _exact_pairs(src, tgt, ids, cols) - r_src[ids, None] - r_tgt[cols]  # (n, keep) CSLS
-        top = exact.topk(n_top, dim=1)
+        top = exact.topk(n_out, dim=1)
         scores[lo:lo + n], indices[lo:lo + n] = top.values, cols.gather(1, top.indices)
         # approximate scores are cos - r_tgt / 2 = (CSLS + r_src) / 2
         bound = 2 * _upper(ops, tau) - r_src[ids]
-        bad.append((bound >= top.values[:, -1]).nonzero().squeeze(1) + lo)
+        bad.append((bound >= top.values[:, n_top - 1]).nonzero().squeeze(1) + lo)
     bad = torch.cat(bad) if bad else queries.new_empty(0)
     if bad.numel():
         ids = queries[bad]
-        scores[bad], indices[bad] = _exact_topk(src[ids], tgt, n_top, memory_mb, r_src[ids], r_tgt)
+        scores[bad], indices[bad] = _exact_topk(src[ids], tgt, n_out, memory_mb, r_src[ids], r_tgt)
     return scores, indices, dict(queries_recomputed=int(bad.numel()))
 
 
@@ -367,6 +368,7 @@ def _search(src, tgt, k: int, topk: int | None, queries, memory_mb: float, neigh
     """The engine behind csls_neighbourhoods / csls_topk. topk None = neighbourhoods only.
 
     Returns dict(r_src, r_tgt, scores, indices, stats)."""
+    raw = (src, tgt)  # for the float64 tie-break
     src, tgt = normalize(src.float()), normalize(tgt.float())
     S, T = src.shape[0], tgt.shape[0]
     if dtype is None:
@@ -376,13 +378,13 @@ def _search(src, tgt, k: int, topk: int | None, queries, memory_mb: float, neigh
     out = dict(stats={})
     try:
         return _search_inner(src, tgt, k, topk, queries, memory_mb, neighbourhoods, dtype, row_margin, col_margin,
-                             retrieval_margin, S * T < brute_force_below, out)
+                             retrieval_margin, S * T < brute_force_below, out, raw)
     finally:
         _release_buffers()
 
 
 def _search_inner(src, tgt, k, topk, queries, memory_mb, neighbourhoods, dtype, row_margin, col_margin,
-                  retrieval_margin, small, out):
+                  retrieval_margin, small, out, raw):
     S, T = src.shape[0], tgt.shape[0]
     if neighbourhoods is None:
         if small:
@@ -397,31 +399,70 @@ def _search_inner(src, tgt, k, topk, queries, memory_mb, neighbourhoods, dtype, 
                 n_top = min(topk, T)
                 c = cand[queries]
                 csls = 2 * cand_cos[queries] - r_src[queries, None] - r_tgt[c]  # (Q, keep)
-                top = csls.topk(n_top, dim=1)
+                top = csls.topk(min(n_top + 1, T), dim=1)  # + the runner-up for _break_ties
                 bound = 2 * tau_up[queries] - r_src[queries] - r_tgt.min()
                 scores, indices = top.values, c.gather(1, top.indices)
-                bad = (bound >= top.values[:, -1]).nonzero().squeeze(1)
+                bad = (bound >= top.values[:, n_top - 1]).nonzero().squeeze(1)
                 stats["queries_from_first_pass"] = int(queries.numel() - bad.numel())
                 if bad.numel():
                     s2, i2, st2 = _retrieval_pass(src, tgt, r_src, r_tgt, n_top, queries[bad], memory_mb, dtype,
                                                   retrieval_margin)
                     scores[bad], indices[bad] = s2, i2
                     stats.update(st2)
-                out.update(scores=scores, indices=indices)
+                out["scores"], out["indices"] = _break_ties(raw, k, queries, scores, indices, n_top, None, stats)
                 return out
         r_src, r_tgt = out["r_src"], out["r_tgt"]
     else:
         r_src, r_tgt = (r.float().to(src.device) for r in neighbourhoods)
         out.update(r_src=r_src, r_tgt=r_tgt)
     if topk is not None:
+        n_top = min(topk, T)
         if small:
             ids = queries
-            out["scores"], out["indices"] = _exact_topk(src[ids], tgt, min(topk, T), memory_mb, r_src[ids], r_tgt)
+            scores, indices = _exact_topk(src[ids], tgt, min(n_top + 1, T), memory_mb, r_src[ids], r_tgt)
         else:
-            out["scores"], out["indices"], st = _retrieval_pass(src, tgt, r_src, r_tgt, topk, queries, memory_mb,
-                                                                dtype, retrieval_margin)
+            scores, indices, st = _retrieval_pass(src, tgt, r_src, r_tgt, n_top, queries, memory_mb, dtype,
+                                                  retrieval_margin)
             out["stats"].update(st)
+        given = r_tgt if neighbourhoods is not None else None
+        out["scores"], out["indices"] = _break_ties(raw, k, queries, scores, indices, n_top, given, out["stats"])
     return out
+
+
+TIE_EPS = 1e-6  # fp32 CSLS scores closer than this to the best one are ordered in float64
+
+
+def _break_ties(raw, k: int, queries, scores, indices, n_top: int, given_r_tgt, stats: dict):
+    """Order each query's targets whose fp32 CSLS is within TIE_EPS of its best by float64 CSLS, then
+    keep ``n_top``. fp32 scores carry ~1e-7 of rounding (here and in any fp32 reference), so a near
+    tie would otherwise be decided by the order of the additions. r_src cancels within a row; r_tgt
+    is recomputed in float64 (or the given one is used). Scores stay the fp32 ones of each index."""
+    if scores.shape[1] > 1:
+        rows = (scores[:, 1] >= scores[:, 0] - TIE_EPS).nonzero().squeeze(1)  # queries with a near tie
+        stats["near_ties_fp64"] = int(rows.numel())
+        if rows.numel():
+            raw_src, raw_tgt = raw
+            group = scores[rows] >= scores[rows, :1] - TIE_EPS  # (n, n_out): a prefix of each row
+            cols = indices[rows]  # (n, n_out)
+            J = cols[group].unique()  # sorted target ids involved
+            y = normalize(raw_tgt[J].double())  # (|J|, d)
+            if given_r_tgt is None:
+                best = None
+                for lo in range(0, raw_src.shape[0], 16384):
+                    sims = normalize(raw_src[lo:lo + 16384].double()) @ y.t()  # (C, |J|)
+                    both = sims if best is None else torch.cat([best, sims])
+                    best = both.topk(min(k, both.shape[0]), dim=0).values
+                r64 = best.mean(0)  # (|J|,)
+            else:
+                r64 = given_r_tgt[J].double()
+            pos = torch.searchsorted(J, cols)  # (n, n_out); meaningful where group
+            pos = pos.clamp_max(J.numel() - 1)
+            x = normalize(raw_src[queries[rows]].double())  # (n, d)
+            value = 2 * (y[pos] * x[:, None, :]).sum(-1) - r64[pos]  # (n, n_out) float64 CSLS + r_src
+            value = value.masked_fill(~group, float("-inf"))
+            order = value.argsort(dim=1, descending=True, stable=True)  # the rest keeps its order
+            indices[rows], scores[rows] = cols.gather(1, order), scores[rows].gather(1, order)
+    return scores[:, :n_top], indices[:, :n_top]
 
 
 # ---------------------------------------------------------------------------------------------

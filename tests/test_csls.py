@@ -159,3 +159,34 @@ def test_column_merges_split_into_slices(monkeypatch):
     full, r_src, r_tgt = brute_force_csls(src, tgt, k=5)
     out = fast(src, tgt, 5, 2, memory_mb=0.1)
     assert_same_as_brute_force(out, full, r_src, r_tgt, topk=2)
+
+
+def brute_force_csls_fp64(src, tgt, k):
+    cos = normalize(src.double()) @ normalize(tgt.double()).t()
+    return 2 * cos - cos.topk(k, dim=1).values.mean(1)[:, None] - cos.topk(k, dim=0).values.mean(0)[None, :]
+
+
+@pytest.mark.parametrize("path", ["candidates", "brute force", "given neighbourhoods"])
+def test_near_ties_are_decided_in_float64(path):
+    # every target has a twin ~1e-7 away: the two CSLS scores differ by ~1e-8, below fp32's resolution;
+    # the returned top-1 must be the float64 argmax for every query
+    gen = torch.Generator().manual_seed(9)
+    base = torch.randn(150, 16, generator=gen, dtype=torch.float64)
+    tgt = torch.cat([base, base + 1e-7 * torch.randn(150, 16, generator=gen, dtype=torch.float64)])
+    src = torch.randn(200, 16, generator=gen, dtype=torch.float64)
+    src, tgt = src.float().double(), tgt.float().double()  # the fp32 inputs are what float64 must rank
+    full64 = brute_force_csls_fp64(src, tgt, k=3)
+    truth = full64.argmax(1)
+    top2 = full64.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > 1e-12  # a float64 winner exists
+    if path == "given neighbourhoods":
+        cos = normalize(src) @ normalize(tgt).t()
+        hoods = (cos.topk(3, dim=1).values.mean(1).float(), cos.topk(3, dim=0).values.mean(0).float())
+        full64 = 2 * cos - hoods[0].double()[:, None] - hoods[1].double()[None, :]
+        truth = full64.argmax(1)
+        out = fast(src.float(), tgt.float(), 3, 1, neighbourhoods=hoods)
+    else:
+        out = csls_mod._search(src.float(), tgt.float(), 3, 1, None, 1.0,
+                               brute_force_below=0 if path == "candidates" else 10**9)
+    assert out["stats"]["near_ties_fp64"] > 50  # the twins really are fp32 ties
+    assert torch.equal(out["indices"][decided, 0], truth[decided])
