@@ -31,7 +31,7 @@ def span_f1(gold: list[set], pred: list[set]) -> float:
 
 
 def char_spans(words: list[str], tags: list[str]) -> set:
-    from evaluate import entity_spans
+    from data.text_input import entity_spans
 
     starts, pos = [], 0
     for w in words:

@@ -69,7 +69,7 @@ def test_results_files_and_gather_table(tmp_path):
 
 
 def test_read_input_tells_text_from_conll(tmp_path):
-    from evaluate import read_input
+    from data.text_input import read_input
 
     (tmp_path / "a.txt").write_text("Angela Merkel besucht Paris .\n\nDas ist gut\n")
     assert [s.words for s in read_input(tmp_path / "a.txt")] == [["Angela", "Merkel", "besucht", "Paris", "."],
@@ -140,7 +140,7 @@ def test_predict_jsonl_offsets_point_into_the_raw_line(tiny_run, tmp_path, capsy
     assert main([str(tiny_run / "linear"), "--predict", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.jsonl")]) == 0
     records = _jsonl(tmp_path / "o.jsonl")
     assert [r["text"] for r in records] == lines
-    from evaluate import entity_spans
+    from data.text_input import entity_spans
 
     for line, record, row in zip(lines, records, tags):
         words = list(__import__("re").finditer(r"\S+", line))
@@ -167,7 +167,7 @@ def test_predict_reads_standard_input(tiny_run, tmp_path, monkeypatch, capsys):
 def test_entity_spans_follow_seqeval_chunks():
     from seqeval.metrics.sequence_labeling import get_entities
 
-    from evaluate import entity_spans
+    from data.text_input import entity_spans
 
     rng = random.Random(1)
     for _ in range(500):
@@ -176,7 +176,7 @@ def test_entity_spans_follow_seqeval_chunks():
 
 
 def test_one_word_per_line_is_read_as_sentences_not_words(tmp_path, capsys):
-    from evaluate import read_input
+    from data.text_input import read_input
 
     (tmp_path / "w.txt").write_text("Angela\nMerkel\nbesucht\n\nDas\nist\ngut\n\n\n")
     sents = read_input(tmp_path / "w.txt")
