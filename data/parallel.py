@@ -79,17 +79,30 @@ def check_not_empty(path, lines: list[str]) -> None:
 
 
 def read_parallel(src_path, tgt_path, src_lang: str, tgt_lang: str, tokenized: bool = False,
-                  name: str = "") -> ParallelCorpus:
-    """Two line-aligned files -> a corpus. tokenized=True splits on spaces, else ``split_words``."""
+                  name: str = "", empty: str = "error") -> ParallelCorpus:
+    """Two line-aligned files -> a corpus. tokenized=True splits on spaces, else ``split_words``.
+
+    empty="error": an empty line on either side raises (file:line); "skip": the pair is left out and
+    its line number listed in ``dropped`` (opennmt_ende train has such pairs)."""
     src_lines, tgt_lines = read_lines(src_path), read_lines(tgt_path)
     if len(src_lines) != len(tgt_lines):
         raise ParallelFormatError(f"{src_path} has {len(src_lines)} lines but {tgt_path} has {len(tgt_lines)}: "
                                   f"line-aligned files must have the same number of lines")
+    dropped = []
+    if empty == "skip":
+        keep = [n for n, (a, b) in enumerate(zip(src_lines, tgt_lines)) if a.strip() and b.strip()]
+        if len(keep) < len(src_lines):
+            gone = sorted(set(range(len(src_lines))) - set(keep))
+            dropped.append(f"{len(gone)} pairs with an empty side left out (lines {', '.join(str(n + 1) for n in gone[:10])}"
+                           + (", ..." if len(gone) > 10 else "") + f") of {Path(src_path).name}")
+            src_lines, tgt_lines = [src_lines[n] for n in keep], [tgt_lines[n] for n in keep]
+    elif empty != "error":
+        raise ValueError(f"empty must be 'error' or 'skip', got {empty!r}")
     check_not_empty(src_path, src_lines)
     check_not_empty(tgt_path, tgt_lines)
     split = str.split if tokenized else split_words
     return ParallelCorpus(src_lang, tgt_lang, [split(s) for s in src_lines], [split(t) for t in tgt_lines],
-                          name=name or f"{Path(src_path).name}-{Path(tgt_path).name}")
+                          name=name or f"{Path(src_path).name}-{Path(tgt_path).name}", dropped=dropped)
 
 
 def read_separated(path, src_lang: str, tgt_lang: str, sep: str = "\t", tokenized: bool = False,
@@ -251,7 +264,7 @@ def opennmt_val(root) -> ParallelCorpus:
 def opennmt_train(root) -> ParallelCorpus:
     base = Path(root) / "opennmt_ende"
     return unescape(read_parallel(base / "src-train.txt", base / "tgt-train.txt", "en", "de", tokenized=True,
-                                  name="opennmt_ende/train"))
+                                  name="opennmt_ende/train", empty="skip"))
 
 
 def unescape(corpus: ParallelCorpus) -> ParallelCorpus:

@@ -30,6 +30,8 @@ def test_unequal_line_counts_and_empty_lines_are_named(tmp_path):
     tgt = write(tmp_path, "b.en", "one\n  \nthree\n")
     with pytest.raises(ParallelFormatError, match=r"b\.en:2: empty line"):
         read_parallel(src, tgt, "de", "en")
+    kept = read_parallel(src, tgt, "de", "en", empty="skip")
+    assert kept.src == [["eins"], ["drei"]] and "1 pairs with an empty side left out (lines 2)" in kept.dropped[0]
     tsv = write(tmp_path, "p.tsv", "Hi.\tHallo!\nGo.\n")
     with pytest.raises(ParallelFormatError, match=r"p\.tsv:2: expected"):
         read_separated(tsv, "en", "de")
