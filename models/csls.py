@@ -202,7 +202,7 @@ class _ColumnTopK:
         block_max = sims.view(C // br, br, T_pad).amax(1).t()  # (T_pad, C / br) view
         if torch.isinf(self.theta).all() and block_max.shape[1] >= self.K + 1:
             # first chunk: K+1 blocks hold an element >= their (K+1)-th largest maximum
-            self.theta = block_max.float().topk(self.K + 1, dim=1).values[:, self.K]
+            self.theta = block_max.topk(self.K + 1, dim=1).values[:, self.K].float()  # no fp32 copy
         # theta holds values of sims (or -inf), exact in sims' dtype: compare there
         col, blk = (block_max >= self.theta.to(sims.dtype)[:, None]).nonzero(as_tuple=True)  # sorted by column
         offsets = torch.arange(br, device=sims.device)
@@ -252,7 +252,7 @@ def _pass_chunks(ops: _Operands, rows_per_chunk: int):
 
 def _rows_for_budget(T_pad: int, dtype: torch.dtype, memory_mb: float, multiple: int) -> int:
     """Chunk rows so the product buffer plus its reductions and gathers fit in memory_mb."""
-    per_row = T_pad * (torch.finfo(dtype).bits // 8) * 1.5
+    per_row = T_pad * (torch.finfo(dtype).bits // 8) * 2  # the buffer is half the budget
     rows = int(memory_mb * 2**20 // per_row)
     return max(multiple, min(MAX_ROWS, rows) // multiple * multiple)
 
