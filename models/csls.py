@@ -112,13 +112,15 @@ class _Operands:
         a[S:, d + 3] = PAD  # a padding source row against a real target
         b[:T, d + 3] = 1.0
         self.a, self.bt = a, b.t().contiguous()  # (S_pad, d_aug), (d_aug, T_pad)
-        # the error bound (see _error_bound): norms of the rounded rows and of their rounding errors
+        # the error bound (error_bound below): norms of the rounded rows and of their rounding errors
         ex, nx = _rounding_norms(src, a[:S, :d])
         ey, ny = _rounding_norms(tgt, b[:T, :d])
         fold_err = (half - hi.float() - lo.float()).abs().max().item() if T else 0.0
         fold_mag = (hi.float().abs() + lo.float().abs()).max().item() if T else 0.0
         gamma = d_aug * 2.0**-24 / (1 - d_aug * 2.0**-24)  # fp32 accumulation of d_aug products
         self.input_err = ex * ny + nx * ey + ex * ey + fold_err + gamma * (nx * ny + fold_mag)
+        if a.device.type == "cuda" and dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+            self.input_err += (2 * 2.0**-11 + 2.0**-22) * (nx * ny + fold_mag)  # TF32 rounds the inputs
         self.output_u = 2.0**-8 / (1 - 2.0**-8) if dtype == torch.bfloat16 else 0.0
         # the fp32 re-scoring itself rounds (on both sides of every comparison)
         self.slack = 2 * d * 2.0**-24 / (1 - d * 2.0**-24) * max(nx, 1.0) * max(ny, 1.0) + 1e-7
