@@ -36,7 +36,9 @@ def data_report(cfg) -> tuple[str, dict]:
     r = cfg.relation
     root = Path(cfg.data.root) if cfg.data.root else data_root()
     splits, names, types, bad = load_splits(r, root, cfg.train.seed)
-    tok = load_tokenizer(resolve_model_dir(cfg.model.name_or_path, need_weights=False))
+    folder = Path(cfg.model.name_or_path)  # a tokenizer folder is enough; else the model's (HF layout)
+    tok = load_tokenizer(folder if (folder / "tokenizer.json").is_file() else
+                         resolve_model_dir(cfg.model.name_or_path, need_weights=False))
     special = {t: tok.vocab_size + i for i, t in enumerate(marker_tokens(r.marker, types))}
     enc = MarkerEncoder(tok, r.marker, 10_000, r.type_words or (KLUE_TYPE_WORDS if r.dataset == "klue" else {}),
                         special)
