@@ -1,4 +1,5 @@
-"""Entity scores against seqeval and brute force; evaluate.py's tables and predict mode."""
+"""Entity scores against seqeval and brute force; evaluate.py's tables, --predict (layouts, JSON lines,
+standard input), --export, and its named errors for bad input and broken model folders."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from seqeval.metrics import classification_report
 
 from core.metrics import confusion, entity_f1, entity_scores
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 TAGS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 
 
@@ -92,7 +94,6 @@ def test_error_report_ranks_tokens_and_sentences():
 
 
 # ---- --predict: input layouts, JSON lines, standard input, named errors ------------------------
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
