@@ -14,6 +14,7 @@ from models.encoder import XLMRConfig
 from models.export import save_pretrained
 from models.safetensors_io import SafetensorsReader
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 HF_CLASSES = {"encoder": XLMRobertaModel, "token-classification": XLMRobertaForTokenClassification,
               "masked-lm": XLMRobertaForMaskedLM}
 
