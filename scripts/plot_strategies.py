@@ -91,7 +91,7 @@ def plot_strategies(rows: dict[str, dict[str, float]], path: str | Path, langs: 
 
     langs = langs or [lang for lang in LANGS if any(lang in cells for cells in rows.values())]
     width = 0.8 / max(len(rows), 1)
-    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
     for s, (label, cells) in enumerate(rows.items()):
         xs = [i + (s - (len(rows) - 1) / 2) * width for i, lang in enumerate(langs) if lang in cells]
         ax.bar(xs, [100 * cells[lang] for lang in langs if lang in cells], width, label=label)
@@ -101,7 +101,7 @@ def plot_strategies(rows: dict[str, dict[str, float]], path: str | Path, langs: 
     ax.set_ylim(0, 100)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)  # below: never over a bar
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
