@@ -8,7 +8,8 @@ its window in [1, 5]), 5 negatives from unigram^0.75, subsampling 1e-4, min coun
 decaying linearly to ~0, one thread (gensim ``workers=1``). words/s = corpus tokens x epochs per
 second of the whole call (vocabulary included for both). gensim is a bench-only dependency
 (requirements-dev.txt). As a check that both learn the same kind of thing, the share of shared
-entries in the cosine top-10 neighbours of the 1,000 most frequent words is printed (two runs of
+entries in the cosine top-10 neighbours (among the 10,000 most frequent) of the 1,000 most frequent
+words is printed (two runs of
 one trainer with different seeds give a baseline for it).
 """
 from __future__ import annotations
@@ -36,7 +37,11 @@ def first_tokens(sentences: list[list[str]], n: int) -> list[list[str]]:
     return out
 
 
-def neighbours(words: list[str], matrix: torch.Tensor, probe: list[str], k: int = 10) -> dict[str, set[str]]:
+def neighbours(words: list[str], matrix: torch.Tensor, probe: list[str], k: int = 10,
+               candidates: int = 10_000) -> dict[str, set[str]]:
+    """Cosine top-k of each probe word among the ``candidates`` most frequent words (rare words' vectors
+    are barely trained and would fill the lists at random)."""
+    words, matrix = words[:candidates], matrix[:candidates]
     index = {w: i for i, w in enumerate(words)}
     unit = matrix / matrix.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (V, E)
     rows = torch.tensor([index[w] for w in probe])
