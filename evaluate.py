@@ -67,6 +67,9 @@ def load_model_dir(model_dir: str | Path):
         hint = f"a few-shot run has one per size: {out.parent}/{sizes[0]}, ..." if sizes else \
             "train first (python train.py CONFIG.yaml)"
         raise MissingCheckpointError(f"no trained model in {out}: {hint}")
+    if (out / "bilstm.safetensors").is_file():  # model.head bilstm_crf: its emissions come from the BiLSTM
+        raise CheckpointError(f"{out}: a frozen-encoder BiLSTM-CRF run (bilstm.safetensors); evaluate.py "
+                              "reloads linear and CRF heads only -- its test scores are in results.json")
     try:
         names = read_label_names(out)
     except (ValueError, KeyError, TypeError) as err:
