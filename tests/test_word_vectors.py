@@ -49,6 +49,10 @@ def test_written_out_update_equals_autograd_with_char_ngrams():
     assert torch.allclose(center_rows, want_cen, atol=1e-6) and torch.allclose(context_rows, want_ctx, atol=1e-6)
     assert torch.allclose(loss, want_loss)
     assert center_rows[-1].abs().max() == 0
+    only_short = torch.tensor([3, 3])  # a batch of short words gathers fewer columns: the same update
+    want_cen, want_ctx, _ = autograd_step(center_rows, context_rows, only_short, targets[:2], 0.2, rows, sizes)
+    sgns_step(center_rows, context_rows, only_short, targets[:2], 0.2, rows, sizes)
+    assert torch.allclose(center_rows, want_cen, atol=1e-6) and torch.allclose(context_rows, want_ctx, atol=1e-6)
 
 
 def test_char_ngrams_are_fnv1a_hashes_of_the_padded_word():
