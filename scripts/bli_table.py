@@ -66,7 +66,11 @@ def score(src, tgt, w, queries, gold, k):
     return {"csls": precision_at_k(by_csls, q, gold), "nn": precision_at_k(by_nn, q, gold)}
 
 
-def bli_pair(root: Path, pair: str, vectors: dict, m, max_vocab: int, adv_iterations: int, log) -> dict:
+MAPS = ("procrustes", "refined", "identical + refined", "adversarial", "unsupervised")
+
+
+def bli_pair(root: Path, pair: str, vectors: dict, m, max_vocab: int, adv_iterations: int, log,
+             maps: tuple[str, ...] = MAPS) -> dict:
     src_lang, tgt_lang = pair.split("-")
     src_words, tgt_words = (vectors[lang].words[:max_vocab] for lang in (src_lang, tgt_lang))
     src = center_and_normalize(vectors[src_lang].matrix[:max_vocab])  # (S, E)
@@ -92,15 +96,18 @@ def bli_pair(root: Path, pair: str, vectors: dict, m, max_vocab: int, adv_iterat
     started = time.time()
     w = procrustes(src[seed[:, 0]], tgt[seed[:, 1]])
     out["maps"]["procrustes"] = score(src, tgt, w, queries, gold, m.csls_k)
-    w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=quiet)
-    out["maps"]["refined"] = score(src, tgt, w, queries, gold, m.csls_k)
-    w, _ = refine(src, tgt, procrustes(src[ident[:, 0]], tgt[ident[:, 1]]), steps=m.refinement_steps, k=m.csls_k,
-                  log=quiet)
-    out["maps"]["identical + refined"] = score(src, tgt, w, queries, gold, m.csls_k)
-    w = adversarial_init(src, tgt, epochs=m.adversarial_epochs, iterations=adv_iterations, log=log)
-    out["maps"]["adversarial"] = score(src, tgt, w, queries, gold, m.csls_k)
-    w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=quiet)
-    out["maps"]["unsupervised"] = score(src, tgt, w, queries, gold, m.csls_k)
+    if "refined" in maps:
+        w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=quiet)
+        out["maps"]["refined"] = score(src, tgt, w, queries, gold, m.csls_k)
+    if "identical + refined" in maps:
+        w, _ = refine(src, tgt, procrustes(src[ident[:, 0]], tgt[ident[:, 1]]), steps=m.refinement_steps,
+                      k=m.csls_k, log=quiet)
+        out["maps"]["identical + refined"] = score(src, tgt, w, queries, gold, m.csls_k)
+    if "unsupervised" in maps:
+        w = adversarial_init(src, tgt, epochs=m.adversarial_epochs, iterations=adv_iterations, log=log)
+        out["maps"]["adversarial"] = score(src, tgt, w, queries, gold, m.csls_k)
+        w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=quiet)
+        out["maps"]["unsupervised"] = score(src, tgt, w, queries, gold, m.csls_k)
     log(f"{pair}: maps and scores in {time.time() - started:.0f} s")
     return out
 
@@ -125,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ngrams", default="", help="lo,hi: fastText-style char n-gram vectors (e.g. 3,5)")
     parser.add_argument("--vector-epochs", type=int, default=0, help="skip-gram epochs (0 = the config's)")
     parser.add_argument("--adv-iterations", type=int, default=1000, help="adversarial steps per epoch")
+    parser.add_argument("--maps", default=",".join(m for m in MAPS if m != "adversarial"),
+                        help="which maps (procrustes always): refined, identical + refined, unsupervised")
     parser.add_argument("--counts", action="store_true", help="print tokens per language and source first")
     parser.add_argument("--out", default="", help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -149,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
                                       m.vector_window, m.vector_negatives, m.vector_min_count, log=log, ngrams=ngrams)
         log(f"{lang}: {len(vectors[lang].words):,} words with count >= {m.vector_min_count} "
             f"({time.time() - started:.0f} s, cached in {cache_dir() / 'word_vectors'})")
-    results = {pair: bli_pair(root, pair, vectors, m, args.max_vocab, args.adv_iterations, log) for pair in pairs}
+    maps = tuple(x.strip() for x in args.maps.split(","))
+    results = {pair: bli_pair(root, pair, vectors, m, args.max_vocab, args.adv_iterations, log, maps) for pair in pairs}
     print(table(results))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
