@@ -19,7 +19,6 @@ import argparse
 import gc
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -30,30 +29,7 @@ from core.precision import cpu_supports_bf16  # noqa: E402
 from models.csls import _search, normalize, product_dtype  # noqa: E402
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 2**20
-
-
-class PeakMemory:
-    """Peak RSS growth (MB) while the block runs."""
-
-    def __enter__(self):
-        self.base = self.peak = rss_mb()
-        self.running = True
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def _watch(self):
-        while self.running:
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.growth = self.peak - self.base
+from bench.memory import PeakMemory, rss_mb  # noqa: E402
 
 
 def muse_knn_mean(emb: torch.Tensor, query: torch.Tensor, k: int) -> torch.Tensor:

@@ -22,7 +22,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -36,32 +35,7 @@ BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attent
 APPROACHES = ("ours", "torch.cat", "re-init")
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 2**20
-
-
-class PeakMemory:
-    def __enter__(self):
-        self.base = self.peak = rss_mb()
-        self.running = True
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-        self.thread.start()
-        return self
-
-    def _watch(self):
-        while self.running:
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.peak = max(self.peak, rss_mb())
-
-    @property
-    def growth(self) -> float:
-        return self.peak - self.base
+from bench.memory import PeakMemory, rss_mb  # noqa: E402
 
 
 def write_checkpoint(folder: Path) -> None:
