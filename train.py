@@ -16,6 +16,7 @@ allows them (train.resume_allow_changes).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -24,44 +25,18 @@ from core.config import ConfigError, load_config
 from core.distributed import is_main_process
 
 
-def _ner(cfg):
-    from tasks.ner import build_task
-    return build_task(cfg)
+def _builder(module: str):
+    """``module.build_task``, imported only when that task is run: a task whose module is
+    missing or broken breaks only itself."""
+    def build(cfg):
+        return importlib.import_module(module).build_task(cfg)
+    build.__name__ = f"{module}.build_task"
+    return build
 
 
-def _mlm(cfg):
-    from tasks.mlm import build_task
-    return build_task(cfg)
-
-
-def _bilstm_crf(cfg):
-    from tasks.bilstm_crf import build_task
-    return build_task(cfg)
-
-
-def _zeroresource(cfg):
-    from tasks.zeroresource import build_task
-    return build_task(cfg)
-
-
-def _relation(cfg):
-    from tasks.relation import build_task
-    return build_task(cfg)
-
-
-def _align(cfg):
-    from tasks.align import build_task
-    return build_task(cfg)
-
-
-def _extend(cfg):
-    from tasks.extend import build_task
-    return build_task(cfg)
-
-
-# Imports happen inside each builder, so a task whose module is missing breaks only itself.
-TASKS = {"ner": _ner, "mlm": _mlm, "bilstm_crf": _bilstm_crf, "zeroresource": _zeroresource,
-         "relation": _relation, "align": _align, "extend": _extend}
+# task name (the config's ``task``) -> its builder; each module is tasks/<file>.py with build_task(cfg)
+TASKS = {name: _builder(f"tasks.{name}") for name in
+         ("ner", "mlm", "bilstm_crf", "zeroresource", "relation", "align", "extend")}
 
 # Errors a builder raises for a missing checkpoint, data file or bad setting: printed cleanly.
 SETUP_ERRORS = (FileNotFoundError, ValueError, ImportError, ConfigError)
