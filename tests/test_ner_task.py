@@ -37,6 +37,9 @@ class ChunkTokenizer:
                 index.append(w)
         return ids, index
 
+    def encode_words_batch(self, sentences):
+        return [self.encode_words(words) for words in sentences]
+
 
 class OracleModel(nn.Module):
     """Logits = a fixed table per piece id: looks up the tag the test put in the id table."""

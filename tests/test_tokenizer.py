@@ -136,3 +136,13 @@ def test_save_round_trip_and_charsmap(folders, tmp_path, tokenizers):
     assert again.encode("Grüße aus Köln") == mine["spm"].encode("Grüße aus Köln")
     with pytest.raises(FileNotFoundError, match="no sentencepiece.bpe.model"):
         XLMRTokenizer.from_pretrained(tmp_path, backend="spm")
+
+
+def test_encode_words_batch_equals_one_call_per_sentence(tokenizers):
+    """The batched call (one sentencepiece call over every word) = encode_words per sentence, on both
+    back ends, with special-token strings, empty and zero-width words and an empty sentence."""
+    mine, _ = tokenizers
+    sentences = [["Hallo", "Welt"], [], ["a", "", "\u200b", "b"], ["<mask>", "x<s>y", "Köln"], ["한국어🙂"]]
+    for tok in (mine["spm"], mine["json"]):
+        assert tok.encode_words_batch(sentences) == [tok.encode_words(s) for s in sentences]
+    assert mine["spm"].encode_words_batch(sentences) == mine["json"].encode_words_batch(sentences)

@@ -24,6 +24,9 @@ class ChunkTokenizer:
                 index.append(w)
         return ids, index
 
+    def encode_words_batch(self, sentences):
+        return [self.encode_words(words) for words in sentences]
+
 
 TOK = ChunkTokenizer()
 LABELS = build_label_set()
