@@ -31,7 +31,7 @@ import contextlib
 from core.paths import cache_dir
 from data.conll import Sentence
 from data.dictionaries import gold_translations, identical_pairs, index_pairs, read_spec
-from data.sources import load_split, resolve_root
+from data.sources import ensure_files, load_split, resolve_root
 from data.vocab import PAD, UNK, Vocab, count_chars, encode_batch, word_key
 from data.word_vectors import cache_name, center_and_normalize, load_or_train
 from models.bilstm_crf import build_bilstm_crf
@@ -329,5 +329,11 @@ def stage_predict(model, sentences, space) -> list[list[str]]:
 
 
 def build_task(cfg) -> ZeroResourceTask:
+    """Check every NER file the stages read (one error naming all missing / malformed files)
+    before the word vectors and the models take minutes."""
     resolve_root(cfg.data)
+    src, tgt = cfg.mapping.source_lang, cfg.mapping.target_lang
+    wanted = [(src, "train"), (src, "dev"), (tgt, "train"), (tgt, "test")]
+    wanted += [(lang, "train") for lang in CHAR_LANGS if lang not in (src, tgt)]
+    ensure_files(cfg.data, wanted)
     return ZeroResourceTask(cfg)

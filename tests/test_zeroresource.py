@@ -139,3 +139,21 @@ def test_length_schedule_short_first_every_sentence_once_deterministic():
     plain = TaggingStage(cfg, space, train, train[:2], "source", lambda: source, length_schedule=False)
     ranks = [stage.length_rank[position[id(s)]] for b in plain.train_batches(0, 0, 1).batches for s in b]
     assert max(ranks[:10]) > 0.7  # without the schedule long sentences come early too
+
+
+def test_build_task_names_missing_files_before_any_vectors(tmp_path):
+    """A data root without the target's test file: one error naming it, raised by build_task
+    (before the word vectors and the models take minutes), no cache written."""
+    from data.sources import MissingDataError
+    from tasks.zeroresource import build_task
+
+    for lang in ("de", "en", "es", "nl"):
+        for name in ("train.conllu", "val.conllu", "test.conllu"):
+            path = tmp_path / "panx" / lang / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if (lang, name) != ("en", "test.conllu"):
+                path.write_text("Berlin\tB-LOC\n\n", encoding="utf-8")
+    cfg = load_config(overrides=[f"data.root={tmp_path}", "task=zeroresource", "mapping.target_lang=en"])
+    with pytest.raises(MissingDataError, match=r"panx/en/test\.conllu"):
+        build_task(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["panx"]
