@@ -60,6 +60,12 @@ def _column_lines(path: Path, column: str, key: str):
                 yield line
 
 
+def drop_markup(lines: list[str]) -> list[str]:
+    """The lines that are not markup of the dumps at hand (the rule ``read_source`` applies to plain
+    files): for readers that keep every line, e.g. the MLM task's ``mlm.text_files``."""
+    return [line for line in lines if not line.startswith(SKIP_PREFIXES)]
+
+
 def source_paths(root: Path, spec: str, key: str) -> tuple[list[Path], str]:
     """(the files of a spec, its column or "") -- a named error when nothing matches."""
     rel, _, column = spec.partition("#")

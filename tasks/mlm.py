@@ -326,9 +326,19 @@ def build_heldout(cfg, tokenizer, sentences: list[str], collate: MaskingCollator
     return [collate(sequences[i:i + size], generator) for i in range(0, len(sequences), size)]
 
 
+def pretraining_text(cfg) -> dict[str, list[str]]:
+    """gather_text with the dumps' markup lines (ELTeC's ``### file`` headers, WikiExtractor's
+    ``<doc>``) dropped from ``mlm.text_files``, as the extend task's reader drops them: the same
+    file gives both tasks the same lines, so ``heldout_every`` holds out the same ones."""
+    from data.text_sources import drop_markup
+
+    corpus = gather_text(cfg.data, cfg.mlm)
+    return {name: drop_markup(lines) if name in cfg.mlm.text_files else lines for name, lines in corpus.items()}
+
+
 def build_task(cfg) -> MLMTask:
     started = time.monotonic()
-    corpus, heldout_text = split_heldout(gather_text(cfg.data, cfg.mlm), cfg.mlm.heldout_every)
+    corpus, heldout_text = split_heldout(pretraining_text(cfg), cfg.mlm.heldout_every)
     train_text = [s for sentences in corpus.values() for s in sentences]
     if not train_text:
         raise ValueError("no pretraining text: set mlm.ner_splits and/or mlm.text_files")
