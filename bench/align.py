@@ -3,6 +3,7 @@ memory bound of contextual word retrieval over a ~30k-pair pool.
 
     OMP_NUM_THREADS=1 python bench/align.py em          # ours vs eflomal on opennmt_ende train + de-en gold
     OMP_NUM_THREADS=1 python bench/align.py memory      # retrieval over Multi30k train de-en (29k pairs)
+    OMP_NUM_THREADS=1 python bench/align.py memory --pairs 3000   # the first 3,000 of them (CSLS time grows as Q^2)
 
 em: both aligners see the same lower-cased 10,100 de-en pairs; throughput = sentence pairs x EM iterations
 per second for one direction (ours: 4 EM iterations + the Viterbi pass, fast_align's default of 5), and the
@@ -87,19 +88,29 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def bench_memory(memory_mb: float) -> None:
+def bench_memory(memory_mb: float, max_pairs: int = 0) -> None:
     from models.retrieval import retrieval_accuracy
     from models.word_align import align_corpus
 
     train = multi30k(data_root(), "train", "de", "en")
     cache = Path("runs/align_eval/bench-multi30k-train-de-en.talp")
-    if cache.is_file():
+    shared = Path("runs/align_eval/multi30k-de-en.all.talp")  # align_report.py's links: train + val + test
+    if shared.is_file() and not cache.is_file():
+        parts = [train] + [multi30k(data_root(), split, "de", "en") for split in ("val", "test_2016_flickr")]
+        lens = [[len(s) for p in parts for s in p.src], [len(t) for p in parts for t in p.tgt]]
+        links = [l.sure for l in read_pharaoh(shared, *lens)][:len(train)]
+    elif cache.is_file():
         links = [l.sure for l in read_pharaoh(cache, [len(s) for s in train.src], [len(t) for t in train.tgt])]
     else:
         links = align_corpus(train.src, train.tgt)
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text("".join(" ".join(f"{i}-{j}" for i, j in sorted(l)) + "\n" for l in links))
     H = 256
+    if max_pairs:  # the first N sentence pairs of the pool (links from the whole pool's alignment)
+        Q_all = sum(map(len, links))
+        print(f"whole pool: {len(train)} pairs, Q = {Q_all} aligned word pairs; bound there "
+              f"{2 * 2 * Q_all * H * 4 / 2**20:.0f} MB (vector tables) + {memory_mb:.0f} MB (CSLS chunks)")
+        train, links = train.subset(range(max_pairs)), links[:max_pairs]
     gen = torch.Generator().manual_seed(0)
     src_vecs = [torch.randn(len(s), H, generator=gen) for s in train.src]  # stand-ins for the encoder's
     tgt_vecs = [torch.randn(len(t), H, generator=gen) for t in train.tgt]
@@ -122,8 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=["em", "memory"])
     parser.add_argument("--memory-mb", type=float, default=256)
+    parser.add_argument("--pairs", type=int, default=0, help="memory: the first N sentence pairs (0 = all 29,000)")
     args = parser.parse_args()
-    bench_em() if args.what == "em" else bench_memory(args.memory_mb)
+    bench_em() if args.what == "em" else bench_memory(args.memory_mb, args.pairs)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
     python scripts/align_report.py retrieval --model runs/mini_pretrain/model --out runs/align_eval/before.json
     python scripts/align_report.py table runs/align_eval/before.json runs/align_eval/after_l2.json
     python scripts/align_report.py plot runs/align_eval/before.json runs/align_eval/after_l2.json --out runs/align_eval/layers.png
+    python scripts/align_report.py ner base=runs/mini_zeroshot_de_s42,runs/mini_zeroshot_de_s1 l2=runs/...   # NER means
 
 Test sets: Multi30k test_2016_flickr (de-en, de-fr, en-fr; word alignments by models/word_align.py with
 train + val + test aligned together, intersected, 1-to-1), newstest2012 (opennmt_ende val, with its own
-automatic alignments, 1-to-1 links kept; German as source), FLORES-200 devtest de-en (aligned together with
-the WMT de-en news test sets other than newstest2012). Alignments are cached in runs/align_eval/.
+automatic alignments, 1-to-1 links kept; German as source), FLORES-200 devtest de-en, de-fr, en-fr (aligned
+together with the WMT news test sets of the pair other than newstest2012: scripts' news_files). Alignments are
+cached in runs/align_eval/.
 """
 from __future__ import annotations
 
@@ -62,14 +64,41 @@ def test_sets(root: Path, which: list[str]) -> dict[str, tuple[ParallelCorpus, l
         val = swap(opennmt_val(root))  # German as source, as the other sets
         out["newstest2012-de-en"] = (val, [one_to_one(l.sure) for l in val.links])
     if "flores" in which:
-        test = flores(root, "de", "en")
-        base = root / "wmt_flores/wmt_de-en"
-        news = [read_parallel(p, p.with_suffix(".en"), "de", "en") for p in sorted(base.glob("*.de"))
-                if "newstest2012" not in p.name]
-        everything = joint(news + [test])
-        links = cached_links("flores-de-en.all", everything, lambda: align_corpus(everything.src, everything.tgt))
-        out["flores-de-en"] = (test, links[-len(test):])
+        for src, tgt in M30K_PAIRS:
+            everything, test = flores_with_news(root, src, tgt)
+            links = cached_links(f"flores-{src}-{tgt}.all", everything,
+                                 lambda: align_corpus(everything.src, everything.tgt))
+            out[f"flores-{src}-{tgt}"] = (test, links[-len(test):])
     return out
+
+
+def news_files(root: Path, src: str, tgt: str) -> list[tuple[Path, Path]]:
+    """The WMT news test sets of one pair (src file, tgt file), newstest2012 left out (it is opennmt_ende val,
+    a test set here). de-fr: the years whose English side is the same file in wmt_de-en and wmt_fr-en
+    (news-test2008 .. newstest2013, newssyscomb2009: line-aligned through it)."""
+    base = root / "wmt_flores"
+    if (src, tgt) in (("en", "de"), ("fr", "en"), ("fr", "de")):
+        return [(b, a) for a, b in news_files(root, tgt, src)]
+    if (src, tgt) == ("de", "en"):
+        files = [(p, p.with_suffix(".en")) for p in sorted((base / "wmt_de-en").glob("*.de"))]
+    elif (src, tgt) == ("en", "fr"):
+        files = [(p, p.with_suffix(".fr")) for p in sorted((base / "wmt_fr-en").glob("*.en"))]
+    elif (src, tgt) == ("de", "fr"):
+        same_en = lambda fr: (base / "wmt_de-en" / f"{fr.stem}.en").is_file() and \
+            (base / "wmt_de-en" / f"{fr.stem}.en").read_bytes() == fr.with_suffix(".en").read_bytes()
+        files = [(base / "wmt_de-en" / f"{fr.stem}.de", fr) for fr in sorted((base / "wmt_fr-en").glob("*.fr"))
+                 if same_en(fr)]
+    else:
+        raise ValueError(f"no WMT news text for {src}-{tgt} in {base}")
+    return [f for f in files if "newstest2012" not in f[0].name]
+
+
+def flores_with_news(root: Path, src: str, tgt: str) -> tuple[ParallelCorpus, ParallelCorpus]:
+    """(the WMT news pairs + FLORES-200 devtest, FLORES alone): FLORES has no gold links, so our fast_align
+    aligns it together with the news text (unsupervised EM sees all); its links are the last len(test) rows."""
+    test = flores(root, src, tgt)
+    news = [read_parallel(a, b, src, tgt, name=f"{a.name}|{b.name}") for a, b in news_files(root, src, tgt)]
+    return joint(news + [test]), test
 
 
 def retrieval(args) -> None:
@@ -140,7 +169,7 @@ def aer_table(args) -> None:
 def table(args) -> None:
     runs = [json.loads(Path(p).read_text()) for p in args.files]
     names = [Path(p).stem for p in args.files]
-    for set_name in runs[0]["sets"]:
+    for set_name in common_sets(runs, names):
         print(f"\n**{set_name}** ({runs[0]['sets'][set_name]['0']['queries']} aligned pairs): "
               "accuracy@1, CSLS / NN, source->target | target->source")
         print("| layer | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
@@ -156,6 +185,56 @@ def table(args) -> None:
                                  for c in ("open", "closed", "punct")) for n, r in zip(names, runs)))
 
 
+def ner_table(args) -> None:
+    """Zero-shot NER test F1 (x 100) of groups of seeds: one row per group (mean, and each seed's), and the
+    change of each group's mean against the first group's. A group: "label=run_dir,run_dir,...";
+    every run must hold results.json with the same test languages."""
+    groups = []
+    for spec in args.groups:
+        label, _, dirs = spec.partition("=")
+        if not dirs:
+            raise SystemExit(f"error: {spec!r}: expected label=run_dir[,run_dir...]")
+        runs = []
+        for d in dirs.split(","):
+            path = Path(d) / "results.json"
+            if not path.is_file():
+                raise SystemExit(f"error: {path} is missing (is the run finished?)")
+            runs.append(json.loads(path.read_text()))
+        groups.append((label, runs))
+    langs = groups[0][1][0]["test"]
+    langs = list(langs) if isinstance(langs, dict) else langs
+    def f1(run, lang):
+        return 100 * run["test"][lang]["f1"]
+    means = {label: [sum(f1(r, l) for r in runs) / len(runs) for l in langs] for label, runs in groups}
+    print("| encoder | seeds | " + " | ".join(langs) + " |\n|---|---|" + "---:|" * len(langs))
+    for label, runs in groups:
+        print(f"| {label} | {len(runs)} | " + " | ".join(f"{m:.1f}" for m in means[label]) + " |")
+        for r in runs:
+            print(f"| {r['name']} | 1 | " + " | ".join(f"{f1(r, l):.1f}" for l in langs) + " |")
+    first, first_runs = groups[0]
+    for label, runs in groups[1:]:
+        print(f"| {label} - {first} | | " + " | ".join(f"{a - b:+.1f}" for a, b in zip(means[label], means[first]))
+              + " |")
+        if len(runs) == len(first_runs) > 1:  # the same seeds in the same order: the range of the paired changes
+            cells = []
+            for l in langs:
+                d = [f1(a, l) - f1(b, l) for a, b in zip(runs, first_runs)]
+                cells.append(f"{min(d):+.1f}..{max(d):+.1f}")
+            print(f"| {label} - {first}, seed by seed | | " + " | ".join(cells) + " |")
+
+
+def common_sets(runs: list[dict], names: list[str]) -> list[str]:
+    """The test sets every run has (in the first run's order); the others are named on stderr."""
+    sets = [s for s in runs[0]["sets"] if all(s in r["sets"] for r in runs)]
+    for name, run in zip(names, runs):
+        missing = sorted(set().union(*(r["sets"] for r in runs)) - set(run["sets"]))
+        if missing:
+            print(f"note: {name} has no {', '.join(missing)}: left out", file=sys.stderr)
+    if not sets:
+        raise SystemExit("error: the files share no test set")
+    return sets
+
+
 def plot(args) -> Path:
     return plot_layers([json.loads(Path(p).read_text()) for p in args.files], [Path(p).stem for p in args.files],
                        Path(args.out))
@@ -167,7 +246,7 @@ def plot_layers(runs: list[dict], names: list[str], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sets = list(runs[0]["sets"])
+    sets = common_sets(runs, names)
     fig, axes = plt.subplots(1, len(sets), figsize=(3.2 * len(sets), 3.0), squeeze=False)
     for ax, set_name in zip(axes[0], sets):
         for run, name in zip(runs, names):
@@ -197,6 +276,8 @@ def main(argv=None) -> None:
     p.add_argument("--pooling", default="mean")
     p = sub.add_parser("links")  # only word-align the test sets (cached), no model needed
     p.add_argument("--sets", default="multi30k,newstest2012,flores")
+    p = sub.add_parser("ner")  # mean zero-shot NER F1 of groups of seeds
+    p.add_argument("groups", nargs="+", help="label=run_dir,run_dir,... (the first group is the reference)")
     for name in ("table", "plot"):
         p = sub.add_parser(name)
         p.add_argument("files", nargs="+")
@@ -207,7 +288,7 @@ def main(argv=None) -> None:
         for name, (corpus, links) in test_sets(data_root(), args.sets.split(",")).items():
             print(f"{name}: {len(corpus)} pairs, {sum(map(len, links))} 1-to-1 links")
         return
-    {"aer": aer_table, "retrieval": retrieval, "table": table, "plot": plot}[args.command](args)
+    {"aer": aer_table, "retrieval": retrieval, "table": table, "plot": plot, "ner": ner_table}[args.command](args)
 
 
 if __name__ == "__main__":
