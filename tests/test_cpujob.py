@@ -36,3 +36,22 @@ def test_waits_while_every_core_is_held(tmp_path):
     for f in held:
         f.close()  # the cores are free again: the job runs
     assert run(["touch", str(marker)], tmp_path).returncode == 0 and marker.exists()
+
+
+def test_first_come_first_served(tmp_path):
+    """Free cores, but an older live waiter in the queue: the newcomer waits for it (no jumping)."""
+    (tmp_path / "queue").mkdir()
+    older = tmp_path / "queue" / f"{1:019d}-{os.getpid()}"  # an old ticket of a live process (us)
+    older.touch()
+    marker = tmp_path / "ran"
+    try:
+        run(["touch", str(marker)], tmp_path, timeout=3)
+        raise AssertionError("cpujob jumped the queue")
+    except subprocess.TimeoutExpired:
+        pass
+    assert not marker.exists()
+    dead = tmp_path / "queue" / f"{2:019d}-999999999"  # a killed waiter's ticket is skipped
+    dead.touch()
+    older.unlink()
+    assert run(["touch", str(marker)], tmp_path).returncode == 0 and marker.exists()
+    assert not any((tmp_path / "queue").iterdir())  # tickets cleaned up
