@@ -4,12 +4,15 @@ precision-recall curves of a finished run.
     python scripts/re_report.py data configs/mini_re_conll04.yaml --out runs/re_report_conll04
     python scripts/re_report.py pr runs/mini_re_conll04            # -> runs/mini_re_conll04/pr_curves.png
     python scripts/re_report.py table runs/re_c04_* --rarest 10     # the ablation table from results.json
+    python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09 [--train]
 
 ``data`` reads the config's splits exactly as training does (the KLUE dev.csv carve included), marks
 every example with the config's marker style and tokenizer (model.name_or_path) without a length
 limit, and writes report.md (label distribution, pieces per example with the counts over 128 / 160 /
 256, entity-type pair x relation counts, per split) and lengths.png. ``pr`` draws one-vs-rest PR
-curves from RUN/test_predictions.csv (the run's final test probabilities and gold labels).
+curves from RUN/test_predictions.csv (the run's final test probabilities and gold labels). ``grid``
+(scripts/re_grid.py) tabulates a focal gamma / alpha x smoothing grid, reusing every finished run whose
+settings are a cell's and training the missing cells with ``--train``.
 """
 from __future__ import annotations
 
@@ -171,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table", help="one table from finished runs' results.json")
     t.add_argument("run_dirs", nargs="+")
     t.add_argument("--rarest", type=int, default=0, help="also per-class test F1 of the N rarest relations")
+    from scripts import re_grid
+    re_grid.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.cmd == "grid":
+        return re_grid.main(args)
     if args.cmd == "table":
         print(results_table(args.run_dirs, args.rarest))
         return 0
