@@ -159,7 +159,26 @@ def results_table(run_dirs: list[str], rarest: int = 0) -> str:
         for k in rare:
             out += (f"| {k} ({first[k]['train_count']}, {first[k]['support']}) | "
                     + " | ".join(f"{pc[k]['f1']:.1f}" for pc in per_class.values()) + " |\n")
+        out += "\n" + thirds_table(per_class)
     return out
+
+
+def thirds_table(per_class: dict[str, dict]) -> str:
+    """Mean per-class test F1 over the rarest / middle / most frequent third of the relations (by
+    training count, no_relation left out) and how many relations get any F1 at all, one column per run."""
+    first = next(iter(per_class.values()))
+    ranked = sorted((k for k in first if k != "no_relation"), key=lambda k: (first[k]["train_count"], k))
+    n = len(ranked) // 3
+    groups = {"rarest third": ranked[:n], "middle third": ranked[n:len(ranked) - n],
+              "most frequent third": ranked[len(ranked) - n:]}
+    rows = ["| mean per-class test F1 | " + " | ".join(per_class) + " |", "|---|" + "---:|" * len(per_class)]
+    for label, keys in groups.items():
+        counts = f"{first[keys[0]]['train_count']}-{first[keys[-1]]['train_count']}" if keys else "-"
+        rows.append(f"| {label} ({len(keys)} relations, {counts} training examples) | " + " | ".join(
+            f"{sum(pc[k]['f1'] for k in keys) / max(len(keys), 1):.1f}" for pc in per_class.values()) + " |")
+    rows.append(f"| relations with test F1 > 0 (of {len(ranked)}) | "
+                + " | ".join(str(sum(pc[k]["f1"] > 0 for k in ranked)) for pc in per_class.values()) + " |")
+    return "\n".join(rows) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
