@@ -4,7 +4,8 @@
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09 --train
 
 Each cell is the config plus ``relation.loss`` / ``focal_gamma`` / ``focal_alpha`` /
-``label_smoothing`` (and ``train.seed`` per ``--seeds``). A cell is filled from any finished run under
+``label_smoothing`` (and ``train.seed`` per ``--seeds``: a cell then shows the mean ± the sample
+standard deviation over the seeds found, and which runs they are). A cell is filled from any finished run under
 ``--runs`` (a folder with config.yaml and results.json) whose settings are the cell's: the sections
 task, model, relation and train (and data.root) are compared, the bookkeeping keys (name, out_dir,
 resume, logging / saving intervals) are not, and the loss is compared by what it computes (ce ==
@@ -114,18 +115,25 @@ def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings:
             rows.append(f"| {_num(g)} | {_num(a)} | {_num(s)} | not run | | | | | |")
             continue
         res = [json.loads((d / "results.json").read_text()) for d in found]
-        mean = lambda f: sum(map(f, res)) / len(res)  # noqa: E731  (mean over the seeds found)
         names = ", ".join(f"{d.name} ({_seed(d)})" for d in found)
-        rows.append(f"| {_num(g)} | {_num(a)} | {_num(s)} | {names} | {mean(lambda r: r['best_dev_micro_f1']):.1f} | "
-                    f"{mean(lambda r: r['variants']['raw']['micro_f1']):.1f} | "
-                    f"{mean(lambda r: r['variants']['raw']['auprc']):.1f} | "
-                    f"{mean(lambda r: r['variants']['constraint+prior']['micro_f1']):.1f} | "
-                    f"{mean(lambda r: r['variants']['raw']['auprc_calibrated']):.1f} |")
+        cols = [[r["best_dev_micro_f1"] for r in res], [r["variants"]["raw"]["micro_f1"] for r in res],
+                [r["variants"]["raw"]["auprc"] for r in res], [r["variants"]["constraint+prior"]["micro_f1"] for r in res],
+                [r["variants"]["raw"]["auprc_calibrated"] for r in res]]
+        rows.append(f"| {_num(g)} | {_num(a)} | {_num(s)} | {names} | " + " | ".join(map(mean_sd, cols)) + " |")
     out = "\n".join(rows) + "\n"
     if missing:
         out += "\nNot run yet (add --train to run them):\n" + "\n".join(
             "python train.py " + " ".join(args) for args in missing) + "\n"
     return out
+
+
+def mean_sd(values: list[float]) -> str:
+    """'m' for one value, 'm ± sd' (sample standard deviation) over several seeds."""
+    m = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{m:.1f}"
+    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{m:.1f} ± {sd:.1f}"
 
 
 def _seed(run_dir: Path) -> int:
@@ -145,7 +153,7 @@ def add_parser(sub) -> None:
     g.add_argument("--gamma", type=floats, default=[0.0, 1.0, 2.0])
     g.add_argument("--smoothing", type=floats, default=[0.0, 0.09])
     g.add_argument("--alpha", type=floats, default=[1.0], help="scalar focal alpha values (1 = none)")
-    g.add_argument("--seeds", default="", help="e.g. 42,1,2 (default: the config's seed); cells show the mean")
+    g.add_argument("--seeds", default="", help="e.g. 42,1,2 (default: the config's seed); cells show mean ± sd")
     g.add_argument("--runs", default="runs", help="folder searched for finished runs")
     g.add_argument("--prefix", default="", help="train.name prefix of new runs (default: <config name>_grid)")
     g.add_argument("--train", action="store_true", help="train the missing cells first, one after another")

@@ -75,4 +75,6 @@ def test_grid_train_runs_only_missing_cells_and_averages_seeds(tmp_path):
 
     table = run_grid(CONFIG, [], [0.0], [0.0], [1.0], [42, 1], tmp_path, prefix="g", train=True, runner=runner)
     assert launched == ["train.name=g_g0_a1_ls0_s1"]  # seed 42 exists already
-    assert "| 0 | 1 | 0 | s42 (42), g_g0_a1_ls0_s1 (1) | 55.0 | 45.0 | 22.5 | 48.0 | 23.5 |" in table.splitlines()
+    # means ± sample sd over the two seeds: test F1 40 and 50 -> 45.0 ± 7.1
+    assert ("| 0 | 1 | 0 | s42 (42), g_g0_a1_ls0_s1 (1) | 55.0 ± 7.1 | 45.0 ± 7.1 | 22.5 ± 3.5 | 48.0 ± 7.1 | "
+            "23.5 ± 3.5 |") in table.splitlines()
