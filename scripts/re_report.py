@@ -158,7 +158,7 @@ def results_table(run_dirs: list[str], rarest: int = 0) -> str:
                 + "---:|" * len(per_class) + "\n")
         for k in rare:
             out += (f"| {k} ({first[k]['train_count']}, {first[k]['support']}) | "
-                    + " | ".join(f"{pc[k]['f1']:.1f}" for pc in per_class.values()) + " |\n")
+                    + " | ".join(f"{pc[k]['f1']:.1f}" if k in pc else "-" for pc in per_class.values()) + " |\n")
         out += "\n" + thirds_table(per_class)
     return out
 
@@ -175,9 +175,10 @@ def thirds_table(per_class: dict[str, dict]) -> str:
     for label, keys in groups.items():
         counts = f"{first[keys[0]]['train_count']}-{first[keys[-1]]['train_count']}" if keys else "-"
         rows.append(f"| {label} ({len(keys)} relations, {counts} training examples) | " + " | ".join(
-            f"{sum(pc[k]['f1'] for k in keys) / max(len(keys), 1):.1f}" for pc in per_class.values()) + " |")
-    rows.append(f"| relations with test F1 > 0 (of {len(ranked)}) | "
-                + " | ".join(str(sum(pc[k]["f1"] > 0 for k in ranked)) for pc in per_class.values()) + " |")
+            f"{sum(pc[k]['f1'] for k in keys) / max(len(keys), 1):.1f}" if set(ranked) <= set(pc) else "-"
+            for pc in per_class.values()) + " |")  # "-": a run of another data set (other relations)
+    rows.append(f"| relations with test F1 > 0 (of {len(ranked)}) | " + " | ".join(
+        str(sum(pc[k]["f1"] > 0 for k in ranked)) if set(ranked) <= set(pc) else "-" for pc in per_class.values()) + " |")
     return "\n".join(rows) + "\n"
 
 
