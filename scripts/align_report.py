@@ -120,8 +120,14 @@ def retrieval(args) -> None:
         top = results["sets"][name][str(layers[-1])]
         print(f"{name}: {len(pairs)} aligned pairs, last layer CSLS s2t {top['csls_s2t']:.3f} "
               f"t2s {top['csls_t2s']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+        write_atomic(Path(args.out), json.dumps(results, indent=1) + "\n")  # after every set: a cut run keeps its sets
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def aer_table(args) -> None:
