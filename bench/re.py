@@ -1,6 +1,6 @@
 """Benchmark: relation-extraction training and evaluation throughput (examples/s) -- ours vs transformers.
 
-    /work/bin/cpujob -2 python bench/re.py                  # base size (klue/roberta-base shape), bf16
+    scripts/cpujob -2 python bench/re.py                  # base size (klue/roberta-base shape), bf16
     python bench/re.py --layers 2 --reps 1                  # quick smoke run
 
 Ours: tasks/relation.py's model (models.re_head.RelationClassifier: our encoder, entity-start pooling,

@@ -13,7 +13,7 @@ focal with gamma 0 and alpha 1, whatever focal_gamma says then). So the ablation
 wherever they are identical. Without ``--train`` a missing cell is shown as "not run" and its
 command printed; with ``--train`` the missing cells are trained one after another first
 (``python train.py CONFIG ... train.name=PREFIX_g.._a.._ls..``; run the whole command under
-/work/bin/cpujob on a shared machine).
+scripts/cpujob on a shared machine).
 """
 from __future__ import annotations
 
