@@ -14,6 +14,16 @@ def run(args, slots: Path, timeout: float = 20):
     return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def assert_waits(marker: Path, slots: Path) -> None:
+    """cpujob touch MARKER does not run within 3 s (it waits in the queue)."""
+    try:
+        run(["touch", str(marker)], slots, timeout=3)
+        raise AssertionError("cpujob ran its command instead of waiting")
+    except subprocess.TimeoutExpired:
+        pass
+    assert not marker.exists()
+
+
 def test_one_thread_and_exit_code(tmp_path):
     out = run(["bash", "-c", "echo $OMP_NUM_THREADS $MKL_NUM_THREADS; exit 7"], tmp_path)
     assert out.stdout.split() == ["1", "1"] and out.returncode == 7
@@ -27,12 +37,7 @@ def test_waits_while_every_core_is_held(tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.append(f)
     marker = tmp_path / "ran"
-    try:
-        run(["touch", str(marker)], tmp_path, timeout=3)
-        raise AssertionError("cpujob ran its command while every core was taken")
-    except subprocess.TimeoutExpired:
-        pass
-    assert not marker.exists()
+    assert_waits(marker, tmp_path)
     for f in held:
         f.close()  # the cores are free again: the job runs
     assert run(["touch", str(marker)], tmp_path).returncode == 0 and marker.exists()
@@ -44,12 +49,7 @@ def test_first_come_first_served(tmp_path):
     older = tmp_path / "queue" / f"{1:019d}-{os.getpid()}"  # an old ticket of a live process (us)
     older.touch()
     marker = tmp_path / "ran"
-    try:
-        run(["touch", str(marker)], tmp_path, timeout=3)
-        raise AssertionError("cpujob jumped the queue")
-    except subprocess.TimeoutExpired:
-        pass
-    assert not marker.exists()
+    assert_waits(marker, tmp_path)
     dead = tmp_path / "queue" / f"{2:019d}-999999999"  # a killed waiter's ticket is skipped
     dead.touch()
     older.unlink()
