@@ -46,10 +46,7 @@ class LabelSet:
             raise KeyError(f"unknown tag {tag!r}; known: {', '.join(self.tags)}") from None
 
     def ids(self, tags: list[str]) -> list[int]:
-        index = self._index
-        if all(t in index for t in tags):
-            return [index[t] for t in tags]
-        return [self.id(t) for t in tags]  # raises on the first unknown tag
+        return [self.id(t) for t in tags]
 
     def tag(self, i: int) -> str:
         return self.tags[i]

@@ -202,9 +202,7 @@ class XLMRTokenizer:
                 out.append(([i for ids in per_word for i in ids],
                             [w for w, ids in enumerate(per_word) for _ in ids]))
             return out
-        encs = self.fast.encode_batch([list(words) for words in sentences], is_pretokenized=True,
-                                      add_special_tokens=False)
-        return [(list(e.ids), list(e.word_ids)) for e in encs]
+        return fast_encode_words_batch(self.fast, sentences)
 
     def convert_ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
         return [self.id_to_token(i) for i in ids]
@@ -223,6 +221,12 @@ class XLMRTokenizer:
 
     def __len__(self) -> int:
         return self.vocab_size
+
+
+def fast_encode_words_batch(fast, sentences: list[list[str]]) -> list[tuple[list[int], list[int]]]:
+    """(piece ids, word index per piece) of pre-split sentences in one tokenizers ``encode_batch`` call."""
+    encs = fast.encode_batch([list(words) for words in sentences], is_pretokenized=True, add_special_tokens=False)
+    return [(list(e.ids), list(e.word_ids)) for e in encs]
 
 
 # ---- tokenizer.json from a sentencepiece model (as HF's XLMRobertaConverter) ------------------

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+from data.tokenizer import fast_encode_words_batch
+
 JSON_FILE = "tokenizer.json"
 SPECIALS = ("[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]")
 
@@ -98,9 +100,7 @@ class WordPieceTokenizer:
 
     def encode_words_batch(self, sentences: list[list[str]]) -> list[tuple[list[int], list[int]]]:
         """``encode_words`` of many sentences in one (parallel) tokenizers call."""
-        encs = self.fast.encode_batch([list(words) for words in sentences], is_pretokenized=True,
-                                      add_special_tokens=False)
-        return [(list(e.ids), list(e.word_ids)) for e in encs]
+        return fast_encode_words_batch(self.fast, sentences)
 
     def id_to_token(self, i: int) -> str:
         return self.fast.id_to_token(i)
