@@ -12,8 +12,11 @@ sigmoid(c . t_m)); c += sum_m g_m t_m; t_m += g_m c, each batch of pairs applied
 
 With ``ngrams=(lo, hi)`` a word's centre vector is the mean of its own row and the rows of its
 character n-grams (``<word>`` padded, lo..hi characters, hashed into ``buckets`` rows), as in
-fastText; the gradient of the mean is spread over those rows. The saved vector of a word is that
-mean, and ``subword_vector`` gives one for a word never seen.
+fastText; and as fastText's skip-gram does (``Model::update``: only the supervised model divides),
+every one of those rows takes the *whole* gradient of the mean, not 1/G of it, so a word's vector
+moves as fast as a plain word2vec row (with 1/G, the true derivative, a word of ~20 n-grams learns
+at 1/20 of the rate: de -> en word translation P@1 0.0 after 3 epochs, against 2.7 without n-grams).
+The saved vector of a word is that mean, and ``subword_vector`` gives one for a word never seen.
 
 Legend: N pairs in a batch, E vector size, V vocabulary, M negatives per pair, G rows per word.
 """
@@ -114,7 +117,8 @@ def sgns_step(center_rows: torch.Tensor, context_rows: torch.Tensor, center: tor
 
     center (N,) word ids; targets (N, 1 + M): the context word, then the negatives. Without
     ``rows`` a centre vector is its row of ``center_rows``; with rows (V, G) and sizes (V,) it is the
-    mean of the listed rows (word + char n-grams; the spare padding row stays zero).
+    mean of the listed rows (word + char n-grams; the spare padding row stays zero), and each listed
+    row takes the mean's whole gradient (fastText's skip-gram update, see the module docstring).
     """
     n, width = targets.shape
     if rows is None:
@@ -134,7 +138,7 @@ def sgns_step(center_rows: torch.Tensor, context_rows: torch.Tensor, center: tor
     if rows is None:
         center_rows.index_add_(0, center, grad_c)
     else:
-        spread = (grad_c / size).unsqueeze(1).expand(-1, r.shape[1], -1)  # (N, G, E) d mean / d row
+        spread = grad_c.unsqueeze(1).expand(-1, r.shape[1], -1)  # (N, G, E) the whole gradient, each row
         center_rows.index_add_(0, r.reshape(-1), spread.reshape(-1, c.shape[1]))
         center_rows[-1].zero_()  # the spare row took the padded slots' share
     sign = label * 2 - 1  # (N, 1 + M) +1 for the context word, -1 for negatives

@@ -11,10 +11,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def autograd_step(center_rows, context_rows, center, targets, lr, rows=None, sizes=None):
-    """Reference: the summed SGNS loss through autograd, then one plain SGD step on both tables."""
+    """Reference: the summed SGNS loss through autograd, then one plain SGD step on both tables.
+
+    With n-grams the centre is the mean of its rows in the forward pass, but each row takes the
+    mean's whole gradient (fastText's skip-gram rule): the mean is written as sum / size whose
+    backward treats 1 / size as 1 -- s.detach() / size + (s - s.detach())."""
     cen = center_rows.clone().requires_grad_()
     ctx = context_rows.clone().requires_grad_()
-    c = cen[center] if rows is None else cen[rows[center]].sum(1) / sizes[center].unsqueeze(1)  # (N, E)
+    if rows is None:
+        c = cen[center]  # (N, E)
+    else:
+        s = cen[rows[center]].sum(1)  # (N, E)
+        c = s.detach() / sizes[center].unsqueeze(1) + (s - s.detach())
     scores = torch.einsum("nme,ne->nm", ctx[targets], c)  # (N, 1 + M)
     loss = -(torch.nn.functional.logsigmoid(scores[:, 0]).sum() + torch.nn.functional.logsigmoid(-scores[:, 1:]).sum())
     loss.backward()
