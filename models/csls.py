@@ -57,6 +57,41 @@ def normalize(vectors: torch.Tensor) -> torch.Tensor:
     return vectors / vectors.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (N, d)
 
 
+class UnitRows:
+    """The rows of ``raw`` (N, d) at unit length, normalised when read: ``u[idx]`` equals
+    ``normalize(raw)[idx]`` bit for bit, but no normalised copy of all N rows is ever held (at
+    200k x 200k, d = 300, that copy of both sides was 458 MB of the peak). Products with all rows
+    divide by the norms afterwards (``matmul_t``), which differs from normalise-then-multiply by
+    fp32 rounding only."""
+
+    def __init__(self, raw: torch.Tensor, norm: torch.Tensor | None = None):
+        self.raw = raw  # (N, d) float
+        self.norm = raw.norm(dim=1).clamp_min(1e-12) if norm is None else norm  # (N,)
+        self.shape, self.device, self.dtype = raw.shape, raw.device, raw.dtype
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        return self.raw[idx] / self.norm[idx].unsqueeze(-1)  # (n, d) or (d,)
+
+    def new_empty(self, *size) -> torch.Tensor:
+        return self.raw.new_empty(*size)
+
+    def gather_into(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(len(ids), d) unit rows ids, written into ``out`` (a reused buffer)."""
+        torch.index_select(self.raw, 0, ids, out=out)
+        return out.div_(self.norm.index_select(0, ids).unsqueeze(1))
+
+    def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ unit(rows)^T -> (n, N), as x @ raw^T with each column divided by its row's norm."""
+        return (x @ self.raw.t()).div_(self.norm)
+
+
+def _unit(vectors) -> UnitRows:
+    """UnitRows as given; a tensor is taken to hold unit rows already (norms of one)."""
+    if isinstance(vectors, UnitRows):
+        return vectors
+    return UnitRows(vectors, vectors.new_ones(vectors.shape[0]))
+
+
 def chunk_rows(num_targets: int, memory_mb: float = DEFAULT_MEMORY_MB, copies: int = 3) -> int:
     """Source rows per chunk so that ``copies`` fp32 (C, T) matrices fit in ``memory_mb``."""
     return max(1, min(MAX_ROWS, int(memory_mb * 2**20 // (4 * copies * max(num_targets, 1)))))
@@ -73,7 +108,10 @@ def product_dtype(device: torch.device) -> torch.dtype:
 # ---------------------------------------------------------------------------------------------
 # the approximate product and its error bound
 
-def _rounding_norms(exact: torch.Tensor, rounded: torch.Tensor, rows: int = 65536) -> tuple[float, float]:
+ROUNDING_ROWS = 65536  # rows normalised, rounded or compared at a time while building the operands
+
+
+def _rounding_norms(exact, rounded: torch.Tensor, rows: int = ROUNDING_ROWS) -> tuple[float, float]:
     """(max row norm of exact - rounded, max row norm of rounded), a slice of rows at a time."""
     err, norm = 0.0, 0.0
     for lo in range(0, exact.shape[0], rows):
@@ -99,22 +137,26 @@ class _Operands:
         self.S_pad = -(-S // row_multiple) * row_multiple
         self.T_pad = -(-T // col_multiple) * col_multiple
         d_aug = -(-(d + 4) // 16) * 16
-        a = src.new_zeros(self.S_pad, d_aug, dtype=dtype)
-        b = tgt.new_zeros(self.T_pad, d_aug, dtype=dtype)
-        a[:S, :d] = src
-        b[:T, :d] = tgt
-        half = (-0.5 * fold).float() if fold is not None else tgt.new_zeros(T)
+        a = torch.zeros(self.S_pad, d_aug, dtype=dtype, device=src.device)
+        bt = torch.zeros(d_aug, self.T_pad, dtype=dtype, device=tgt.device)  # built transposed: no second copy
+        for lo in range(0, S, ROUNDING_ROWS):  # unit rows a slice at a time (src may be UnitRows)
+            hi = min(S, lo + ROUNDING_ROWS)
+            a[lo:hi, :d] = src[lo:hi]
+        for lo in range(0, T, ROUNDING_ROWS):
+            hi = min(T, lo + ROUNDING_ROWS)
+            bt[:d, lo:hi] = tgt[lo:hi].t()
+        half = (-0.5 * fold).float() if fold is not None else torch.zeros(T, device=tgt.device)
         hi = half.to(dtype)
         lo = (half - hi.float()).to(dtype)
         a[:S, d:d + 3] = 1.0
-        b[:T, d], b[:T, d + 1] = hi, lo
-        b[T:, d + 2] = PAD  # a real source row against a padding target
+        bt[d, :T], bt[d + 1, :T] = hi, lo
+        bt[d + 2, T:] = PAD  # a real source row against a padding target
         a[S:, d + 3] = PAD  # a padding source row against a real target
-        b[:T, d + 3] = 1.0
-        self.a, self.bt = a, b.t().contiguous()  # (S_pad, d_aug), (d_aug, T_pad)
+        bt[d + 3, :T] = 1.0
+        self.a, self.bt = a, bt  # (S_pad, d_aug), (d_aug, T_pad)
         # the error bound (error_bound below): norms of the rounded rows and of their rounding errors
         ex, nx = _rounding_norms(src, a[:S, :d])
-        ey, ny = _rounding_norms(tgt, b[:T, :d])
+        ey, ny = _rounding_norms(tgt, bt[:d, :T].t())
         fold_err = (half - hi.float() - lo.float()).abs().max().item() if T else 0.0
         fold_mag = (hi.float().abs() + lo.float().abs()).max().item() if T else 0.0
         gamma = d_aug * 2.0**-24 / (1 - d_aug * 2.0**-24)  # fp32 accumulation of d_aug products
@@ -147,6 +189,7 @@ def _exact_pairs(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cols: tor
 
     Gathered in slices of rows so the (R', M, d) copy of y stays under gather_mb."""
     R, M = cols.shape
+    x, y = _unit(x), _unit(y)
     d = y.shape[1]
     step = max(1, int(gather_mb * 2**20 // (4 * max(M, 1) * d)))
     key = (y.device, d)
@@ -156,8 +199,8 @@ def _exact_pairs(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cols: tor
     out = x.new_empty(R, M)
     for lo in range(0, R, step):
         c = cols[lo:lo + step]
-        ys = torch.index_select(y, 0, c.flatten(), out=buf[:c.numel() * d].view(c.numel(), d)).view(*c.shape, d)
-        out[lo:lo + step] = torch.bmm(ys, x.index_select(0, rows[lo:lo + step]).unsqueeze(2)).squeeze(2)
+        ys = y.gather_into(c.flatten(), buf[:c.numel() * d].view(c.numel(), d)).view(*c.shape, d)
+        out[lo:lo + step] = torch.bmm(ys, x[rows[lo:lo + step]].unsqueeze(2)).squeeze(2)
     return out
 
 
@@ -266,10 +309,10 @@ def _exact_topk(x: torch.Tensor, y: torch.Tensor, n: int, memory_mb: float, row_
                 col_shift: torch.Tensor | None = None):
     """Top-n of 2 x @ y^T - row_shift - col_shift per row of x (just x @ y^T without shifts)."""
     rows = chunk_rows(y.shape[0], memory_mb)
-    y_t = y.t().contiguous()
+    y = _unit(y)
     values, indices = [], []
     for lo in range(0, x.shape[0], rows):
-        sims = x[lo:lo + rows] @ y_t  # (C, T)
+        sims = y.matmul_t(x[lo:lo + rows])  # (C, T)
         if row_shift is not None:
             sims.mul_(2).sub_(row_shift[lo:lo + rows].unsqueeze(1)).sub_(col_shift)
         top = sims.topk(min(n, y.shape[0]), dim=1)
@@ -340,7 +383,8 @@ def _retrieval_pass(src, tgt, r_src, r_tgt, topk: int, queries: torch.Tensor, me
     n_out = min(n_top + 1, T)  # one more than asked: the runner-up, for _break_ties (not proved)
     keep = min(n_top + max(margin, 1), T)
     b = _block_width(T, keep)
-    x = src[queries]  # (Q, d)
+    every = queries.numel() == src.shape[0] and bool((queries == torch.arange(src.shape[0], device=queries.device)).all())
+    x = src if every else src[queries]  # (Q, d) unit rows (no copy when the queries are all rows in order)
     ops = _Operands(x, tgt, dtype, 1, b, fold=r_tgt)
     rows = _rows_for_budget(ops.T_pad, dtype, memory_mb, 1)
     Q = x.shape[0]
@@ -371,7 +415,7 @@ def _search(src, tgt, k: int, topk: int | None, queries, memory_mb: float, neigh
 
     Returns dict(r_src, r_tgt, scores, indices, stats)."""
     raw = (src, tgt)  # for the float64 tie-break
-    src, tgt = normalize(src.float()), normalize(tgt.float())
+    src, tgt = UnitRows(src.float()), UnitRows(tgt.float())  # unit rows, normalised as they are read
     S, T = src.shape[0], tgt.shape[0]
     if dtype is None:
         dtype = product_dtype(src.device)

@@ -137,6 +137,24 @@ def test_error_bound_holds():
     assert (padded[:200, 300:] <= csls_mod.PAD + 1).all() and (padded[200:, :300] <= csls_mod.PAD + 1).all()
 
 
+def test_unit_rows_are_the_normalised_rows_without_a_copy(monkeypatch):
+    gen = torch.Generator().manual_seed(8)
+    raw = torch.randn(50, 12, generator=gen) * torch.rand(50, 1, generator=gen) * 10
+    unit = csls_mod.UnitRows(raw)
+    ids = torch.tensor([3, 0, 49, 3])
+    assert torch.equal(unit[ids], normalize(raw)[ids]) and torch.equal(unit[5:9], normalize(raw)[5:9])  # bit for bit
+    buf = torch.empty(4, 12)
+    assert torch.equal(unit.gather_into(ids, buf), normalize(raw)[ids])
+    x = torch.randn(7, 12, generator=gen)
+    assert torch.allclose(unit.matmul_t(x), x @ normalize(raw).t(), atol=1e-6)
+    # the search itself never normalises a whole side (only the float64 tie-break's few rows)
+    seen = []
+    monkeypatch.setattr(csls_mod, "normalize", lambda v: seen.append(v.shape[0]) or normalize(v))
+    src, tgt = torch.randn(700, 24, generator=gen), torch.randn(900, 24, generator=gen)
+    csls_mod._search(src, tgt, 5, 1, None, 1.0, brute_force_below=0)
+    assert all(n < 700 for n in seen)
+
+
 def test_public_functions_take_the_candidate_path_on_large_inputs():
     # 2,100 x 2,000 is above BRUTE_FORCE_BELOW: the public functions must still match brute force
     gen = torch.Generator().manual_seed(7)
