@@ -11,9 +11,12 @@ wall time of both directions; AER of each on the 100 gold pairs. eflomal (pip sd
 compiler) runs its own defaults (3 samplers, Markov chain Monte Carlo, IBM1 -> HMM -> fertility); it is an
 outside reference only, never imported by the project.
 memory: the pool's aligned word pairs get stand-in vectors (random, H = 256: memory does not depend on the
-values), and retrieval_accuracy runs CSLS + NN both ways. The bound: the two (Q, H) fp32 vector tables
-(plus their normalised copies while gathering) + the CSLS chunk budget (memory_mb: 3 copies of a (C, Q)
-block) + O(Q) neighbourhoods; the peak resident growth is measured (VmHWM, reset before the call).
+values), and retrieval_accuracy runs CSLS + NN both ways. The bound (bound_mb) = the CSLS chunk budget
+(memory_mb, independent of Q) + per aligned pair: the two (Q, H) fp32 vector tables, the two padded
+product-dtype operands of models/csls.py (bf16 here, d + 4 rounded up to 16 columns), and one direction's
+neighbourhood state (each row's keep = max(k, 1) + ROW_MARGIN candidates, ids + cosines, their gathered
+copies while scoring, each column's top k + COL_MARGIN + 1); nothing grows as Q^2. The peak resident growth
+is measured (VmHWM, reset before the call).
 """
 from __future__ import annotations
 
@@ -88,6 +91,19 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
+def bound_mb(Q: int, H: int, memory_mb: float, k: int = 10) -> tuple[float, float]:
+    """(the part that grows with Q, the whole bound) in MB for Q aligned pairs (see the module doc)."""
+    from models.csls import COL_MARGIN, ROW_MARGIN, product_dtype
+
+    keep, K = max(k, 1) + ROW_MARGIN, k + COL_MARGIN
+    operand = -(-(H + 4) // 16) * 16 * (torch.finfo(product_dtype(torch.device("cpu"))).bits // 8)
+    per_pair = (2 * H * 4 + 2 * operand  # fp32 tables + product operands, both sides
+                + keep * (8 + 4) + (K + 1) * (8 + 4)  # candidates (ids, cosines), column top-K (values, rows)
+                + keep * (8 + 4 + 4 + 4))  # while scoring: gathered ids, cosines, CSLS, r_tgt of the candidates
+    linear = Q * per_pair / 2**20
+    return linear, linear + memory_mb
+
+
 def bench_memory(memory_mb: float, max_pairs: int = 0) -> None:
     from models.retrieval import retrieval_accuracy
     from models.word_align import align_corpus
@@ -108,8 +124,9 @@ def bench_memory(memory_mb: float, max_pairs: int = 0) -> None:
     H = 256
     if max_pairs:  # the first N sentence pairs of the pool (links from the whole pool's alignment)
         Q_all = sum(map(len, links))
+        linear, whole = bound_mb(Q_all, H, memory_mb)
         print(f"whole pool: {len(train)} pairs, Q = {Q_all} aligned word pairs; bound there "
-              f"{2 * 2 * Q_all * H * 4 / 2**20:.0f} MB (vector tables) + {memory_mb:.0f} MB (CSLS chunks)")
+              f"{linear:.0f} MB (grows with Q) + {memory_mb:.0f} MB (CSLS chunks) = {whole:.0f} MB")
         train, links = train.subset(range(max_pairs)), links[:max_pairs]
     gen = torch.Generator().manual_seed(0)
     src_vecs = [torch.randn(len(s), H, generator=gen) for s in train.src]  # stand-ins for the encoder's
@@ -122,10 +139,10 @@ def bench_memory(memory_mb: float, max_pairs: int = 0) -> None:
     retrieval_accuracy(src_vecs, tgt_vecs, pairs, memory_mb=memory_mb)
     took = time.perf_counter() - start
     growth = peak_rss_mb() - before
-    tables = 2 * 2 * Q * H * 4 / 2**20  # two sides, gathered + normalised copies
+    linear, whole = bound_mb(Q, H, memory_mb)
     print(f"retrieval pool: {len(train)} pairs, Q = {Q} aligned word pairs ({2 * Q} vectors, H {H}); "
           f"CSLS + NN both directions {took:.1f} s; peak RSS growth {growth:.0f} MB; "
-          f"bound {tables:.0f} MB (vector tables) + {memory_mb:.0f} MB (CSLS chunks) = {tables + memory_mb:.0f} MB "
+          f"bound {linear:.0f} MB (grows with Q) + {memory_mb:.0f} MB (CSLS chunks) = {whole:.0f} MB "
           f"(a full Q x Q fp32 matrix would be {Q * Q * 4 / 2**30:.0f} GB)")
 
 
