@@ -188,6 +188,7 @@ class MappingConfig:
     vector_window: int = 5
     vector_negatives: int = 5
     vector_min_count: int = 2
+    vector_ngrams: list[int] = field(default_factory=list)  # [lo, hi]: + fastText-style char n-grams; [] = none
     max_vocab: int = 50000  # most frequent words kept for mapping and translation
     # Zero-resource stages (tasks/zeroresource.py); train.epochs is the source model's.
     target_epochs: float = 5.0
@@ -363,6 +364,8 @@ _RULES = [
     ("bilstm.dropout", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("mapping.target_epochs", lambda v: v > 0, "> 0"),
     ("mapping.target_lr", lambda v: v >= 0, ">= 0 (0 = train.lr)"),
+    ("mapping.vector_ngrams", lambda v: v == [] or (len(v) == 2 and 1 <= v[0] <= v[1]),
+     "[] or [lo, hi] with 1 <= lo <= hi (char n-gram lengths)"),
 ]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
 

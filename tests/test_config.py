@@ -66,7 +66,8 @@ def test_literal_values_load_and_yaml_files_are_checked_too(tmp_path):
     ("train.batch_size=0", "'train.batch_size' must be >= 1"), ("train.epochs=0", "'train.epochs' must be > 0"),
     ("train.warmup_ratio=1.5", "'train.warmup_ratio' must be in"), ("data.stride=200", "'data.stride' must be in"),
     ("train.adam_betas=[0.9, 1.0]", "'train.adam_betas' must be two values"),
-    ("mlm.mask_prob=0", "'mlm.mask_prob' must be in")])
+    ("mlm.mask_prob=0", "'mlm.mask_prob' must be in"),
+    ("mapping.vector_ngrams=[5, 3]", "'mapping.vector_ngrams' must be"), ("mapping.vector_ngrams=[3]", "vector_ngrams")])
 def test_bad_values_are_rejected_at_load_naming_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])

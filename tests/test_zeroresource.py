@@ -157,3 +157,27 @@ def test_build_task_names_missing_files_before_any_vectors(tmp_path):
     with pytest.raises(MissingDataError, match=r"panx/en/test\.conllu"):
         build_task(cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["panx"]
+
+
+def test_vector_ngrams_reach_the_vectors_and_key_the_source_model_cache(tmp_path, monkeypatch):
+    """mapping.vector_ngrams=[3, 5] trains (or loads) fastText-style vectors for both languages, and
+    the cached source model's key names them (so it is never reused across the two kinds)."""
+    import tasks.zeroresource as zr
+    from data.word_vectors import WordVectors
+
+    asked = []
+    words = ["berlin", "paris", "haus", "house", "und", "and"]
+
+    def fake_load_or_train(cache, root, lang, *settings, log=print, ngrams=None):
+        asked.append((lang, ngrams))
+        return WordVectors(words, torch.randn(len(words), 8, generator=torch.Generator().manual_seed(len(lang))))
+
+    monkeypatch.setattr(zr, "load_or_train", fake_load_or_train)
+    cfg = load_config(overrides=[f"data.root={tmp_path}", "task=zeroresource", "mapping.vector_dim=8",
+                                 "mapping.vector_ngrams=[3, 5]", "mapping.refinement_steps=0"])
+    space = zr.build_space(cfg, log=lambda *_: None)
+    assert asked == [("de", (3, 5)), ("en", (3, 5))]
+    assert space.vectors_name.endswith("_ng35.pt")
+    plain = zr.build_space(load_config(overrides=[f"data.root={tmp_path}", "task=zeroresource", "mapping.vector_dim=8",
+                                                  "mapping.refinement_steps=0"]), log=lambda *_: None)
+    assert asked[-1] == ("en", None) and not plain.vectors_name.endswith("_ng35.pt")
