@@ -58,12 +58,29 @@ def read_pairs(root: Path, spec: str) -> list[tuple[str, str]]:
     return list(dict.fromkeys((a, c) for a, b in read_spec(root, first) for c in via.get(b, [])))
 
 
-def score(src, tgt, w, queries, gold, k):
+def score(src, tgt, w, queries, gold, k, groups: dict[str, set[int]] | None = None):
+    """P@1 / P@5 by CSLS and NN; with ``groups`` (name -> query ids) also per group, CSLS P@1."""
     mapped = src @ w  # (S, E)
     _, by_csls = csls_topk(mapped, tgt, topk=5, k=k, queries=queries)
     _, by_nn = cosine_topk(mapped, tgt, topk=5, queries=queries)
     q = queries.tolist()
-    return {"csls": precision_at_k(by_csls, q, gold), "nn": precision_at_k(by_nn, q, gold)}
+    out = {"csls": precision_at_k(by_csls, q, gold), "nn": precision_at_k(by_nn, q, gold)}
+    for name, ids in (groups or {}).items():
+        rows = [i for i, query in enumerate(q) if query in ids]
+        out.setdefault("by_group", {})[name] = {
+            "queries": len(rows), **precision_at_k(by_csls[rows], [q[i] for i in rows], gold)}
+    return out
+
+
+def test_groups(root: Path, spec: str, src_index: dict, gold: dict) -> dict[str, set[int]]:
+    """The de-en test split's word classes (coastalcph: a, n, o, pn = proper nouns, v), as query ids."""
+    if spec != DE_EN_TEST:
+        return {}
+    groups = {}
+    for part in spec.split(","):
+        name = part.rsplit(".", 2)[-2]
+        groups[name] = {src_index[s] for s, _ in read_spec(root, part) if s in src_index and src_index[s] in gold}
+    return groups
 
 
 MAPS = ("procrustes", "refined", "identical + refined", "adversarial", "unsupervised")
@@ -95,7 +112,7 @@ def bli_pair(root: Path, pair: str, vectors: dict, m, max_vocab: int, adv_iterat
     quiet = lambda *_: None  # noqa: E731
     started = time.time()
     w = procrustes(src[seed[:, 0]], tgt[seed[:, 1]])
-    out["maps"]["procrustes"] = score(src, tgt, w, queries, gold, m.csls_k)
+    out["maps"]["procrustes"] = score(src, tgt, w, queries, gold, m.csls_k, test_groups(root, test_spec, src_index, gold))
     if "refined" in maps:
         w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=quiet)
         out["maps"]["refined"] = score(src, tgt, w, queries, gold, m.csls_k)
@@ -118,6 +135,11 @@ def table(results: dict) -> str:
         for name, s in res["maps"].items():
             lines.append(f"| {pair} | {name} | {100 * s['csls']['p@1']:.1f} | {100 * s['csls']['p@5']:.1f} | "
                          f"{100 * s['nn']['p@1']:.1f} | {100 * s['nn']['p@5']:.1f} |")
+    for pair, res in results.items():
+        groups = res["maps"]["procrustes"].get("by_group", {})
+        if groups:
+            lines += ["", f"{pair}, procrustes, CSLS P@1 by word class: " + ", ".join(
+                f"{name} {100 * g['p@1']:.1f} ({g['queries']})" for name, g in groups.items())]
     notes = [f"- {pair}: {r['queries']} of {r['test_source_words']} test source words in the vocabularies "
              f"(coverage {r['coverage']:.2f}); seed {r['seed_pairs']} pairs ({r['seed_dropped_test_overlap']} "
              f"dropped as test words), {r['identical_pairs']} identical strings" for pair, r in results.items()]
