@@ -60,9 +60,9 @@ def normalize(vectors: torch.Tensor) -> torch.Tensor:
 class UnitRows:
     """The rows of ``raw`` (N, d) at unit length, normalised when read: ``u[idx]`` equals
     ``normalize(raw)[idx]`` bit for bit, but no normalised copy of all N rows is ever held (at
-    200k x 200k, d = 300, that copy of both sides was 458 MB of the peak). Products with all rows
-    divide by the norms afterwards (``matmul_t``), which differs from normalise-then-multiply by
-    fp32 rounding only."""
+    200k x 200k, d = 300, that copy of both sides was 458 MB of the peak). Products with many rows
+    divide the products by the norms afterwards (``dots``, ``matmul_t``), which differs from
+    normalise-then-multiply by one fp32 rounding."""
 
     def __init__(self, raw: torch.Tensor, norm: torch.Tensor | None = None):
         self.raw = raw  # (N, d) float
@@ -75,10 +75,12 @@ class UnitRows:
     def new_empty(self, *size) -> torch.Tensor:
         return self.raw.new_empty(*size)
 
-    def gather_into(self, ids: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """(len(ids), d) unit rows ids, written into ``out`` (a reused buffer)."""
-        torch.index_select(self.raw, 0, ids, out=out)
-        return out.div_(self.norm.index_select(0, ids).unsqueeze(1))
+    def dots(self, ids: torch.Tensor, x: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+        """(R, M) dot products of unit rows ids (R, M) with x (R, d): the raw rows are gathered into
+        ``buf`` (a reused buffer) and the (R, M) products divided by their norms, not the (R, M, d) rows."""
+        R, M = ids.shape
+        ys = torch.index_select(self.raw, 0, ids.flatten(), out=buf[:R * M * self.shape[1]].view(R * M, -1))
+        return torch.bmm(ys.view(R, M, -1), x.unsqueeze(2)).squeeze(2).div_(self.norm[ids])
 
     def matmul_t(self, x: torch.Tensor) -> torch.Tensor:
         """x @ unit(rows)^T -> (n, N), as x @ raw^T with each column divided by its row's norm."""
@@ -165,7 +167,8 @@ class _Operands:
             self.input_err += (2 * 2.0**-11 + 2.0**-22) * (nx * ny + fold_mag)  # TF32 rounds the inputs
         self.output_u = 2.0**-8 / (1 - 2.0**-8) if dtype == torch.bfloat16 else 0.0
         # the fp32 re-scoring itself rounds (on both sides of every comparison)
-        self.slack = 2 * d * 2.0**-24 / (1 - d * 2.0**-24) * max(nx, 1.0) * max(ny, 1.0) + 1e-7
+        # (d products and sums, + 2 for UnitRows' division of a product by a norm and of a row by its own)
+        self.slack = 2 * (d + 2) * 2.0**-24 / (1 - (d + 2) * 2.0**-24) * max(nx, 1.0) * max(ny, 1.0) + 1e-7
 
     def error_bound(self, approx: torch.Tensor) -> torch.Tensor:
         """Largest |exact - approx| for approximate scores ``approx`` (any shape, float)."""
@@ -198,9 +201,7 @@ def _exact_pairs(x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cols: tor
         buf = _GATHER[key] = y.new_empty(max(min(step, R) * M * d, 1))
     out = x.new_empty(R, M)
     for lo in range(0, R, step):
-        c = cols[lo:lo + step]
-        ys = y.gather_into(c.flatten(), buf[:c.numel() * d].view(c.numel(), d)).view(*c.shape, d)
-        out[lo:lo + step] = torch.bmm(ys, x[rows[lo:lo + step]].unsqueeze(2)).squeeze(2)
+        out[lo:lo + step] = y.dots(cols[lo:lo + step], x[rows[lo:lo + step]], buf)
     return out
 
 

@@ -143,10 +143,11 @@ def test_unit_rows_are_the_normalised_rows_without_a_copy(monkeypatch):
     unit = csls_mod.UnitRows(raw)
     ids = torch.tensor([3, 0, 49, 3])
     assert torch.equal(unit[ids], normalize(raw)[ids]) and torch.equal(unit[5:9], normalize(raw)[5:9])  # bit for bit
-    buf = torch.empty(4, 12)
-    assert torch.equal(unit.gather_into(ids, buf), normalize(raw)[ids])
     x = torch.randn(7, 12, generator=gen)
     assert torch.allclose(unit.matmul_t(x), x @ normalize(raw).t(), atol=1e-6)
+    cols = torch.randint(50, (7, 5), generator=gen)
+    want = (normalize(raw)[cols] * x[:, None, :]).sum(-1)  # (7, 5)
+    assert torch.allclose(unit.dots(cols, x, torch.empty(100 * 12)), want, atol=1e-6)
     # the search itself never normalises a whole side (only the float64 tie-break's few rows)
     seen = []
     monkeypatch.setattr(csls_mod, "normalize", lambda v: seen.append(v.shape[0]) or normalize(v))
