@@ -67,7 +67,7 @@ class UnitRows:
     def __init__(self, raw: torch.Tensor, norm: torch.Tensor | None = None):
         self.raw = raw  # (N, d) float
         self.norm = raw.norm(dim=1).clamp_min(1e-12) if norm is None else norm  # (N,)
-        self.shape, self.device, self.dtype = raw.shape, raw.device, raw.dtype
+        self.shape, self.device = raw.shape, raw.device
 
     def __getitem__(self, idx) -> torch.Tensor:
         return self.raw[idx] / self.norm[idx].unsqueeze(-1)  # (n, d) or (d,)
@@ -141,12 +141,12 @@ class _Operands:
         d_aug = -(-(d + 4) // 16) * 16
         a = torch.zeros(self.S_pad, d_aug, dtype=dtype, device=src.device)
         bt = torch.zeros(d_aug, self.T_pad, dtype=dtype, device=tgt.device)  # built transposed: no second copy
-        for lo in range(0, S, ROUNDING_ROWS):  # unit rows a slice at a time (src may be UnitRows)
-            hi = min(S, lo + ROUNDING_ROWS)
-            a[lo:hi, :d] = src[lo:hi]
-        for lo in range(0, T, ROUNDING_ROWS):
-            hi = min(T, lo + ROUNDING_ROWS)
-            bt[:d, lo:hi] = tgt[lo:hi].t()
+        for r0 in range(0, S, ROUNDING_ROWS):  # unit rows a slice at a time (src may be UnitRows)
+            r1 = min(S, r0 + ROUNDING_ROWS)
+            a[r0:r1, :d] = src[r0:r1]
+        for r0 in range(0, T, ROUNDING_ROWS):
+            r1 = min(T, r0 + ROUNDING_ROWS)
+            bt[:d, r0:r1] = tgt[r0:r1].t()
         half = (-0.5 * fold).float() if fold is not None else torch.zeros(T, device=tgt.device)
         hi = half.to(dtype)
         lo = (half - hi.float()).to(dtype)
