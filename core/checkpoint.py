@@ -81,6 +81,20 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write text (utf-8) to a temp file in the same folder, then os.replace: never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def atomic_save(obj, path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, then os.replace (atomic on POSIX)."""
     path = Path(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from core.checkpoint import atomic_write_text
 from core.distributed import all_reduce
 
 
@@ -98,9 +99,4 @@ def write_run_config(cfg, run_dir: str | Path) -> Path:
     e.g. mlm's max_steps), with train.resume/resume_allow_changes off so the file reproduces the run."""
     data = dataclasses.asdict(cfg)
     data["train"].update(resume=False, resume_allow_changes=False)
-    path = Path(run_dir) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(run_dir) / "config.yaml", yaml.safe_dump(data, sort_keys=False))

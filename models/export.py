@@ -16,7 +16,6 @@ config.json is new holds the new weights too.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from core.checkpoint import atomic_write_text
 from models.encoder import XLMREncoder
 from models.heads import XLMRForMaskedLM, XLMRForTokenClassification
 from models.safetensors_io import save_file
@@ -56,12 +56,6 @@ def _label_names(id2label: Mapping[int, str] | Sequence[str]) -> list[str]:
     if len(set(names)) != len(names):
         raise ValueError(f"id2label has duplicate names: {names}")
     return names
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path,
@@ -99,8 +93,8 @@ def save_pretrained(model: nn.Module, tokenizer, out_dir: str | Path,
     if tokenizer is not None:
         tokenizer.save(out)
     if card is not None:
-        _write_text(out / "README.md", card.render())
-    _write_text(out / "config.json", json.dumps(hf, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(out / "README.md", card.render())
+    atomic_write_text(out / "config.json", json.dumps(hf, indent=2, sort_keys=True) + "\n")
     return out
 
 

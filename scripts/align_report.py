@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from core.checkpoint import atomic_write_text  # noqa: E402
 from core.paths import data_root  # noqa: E402
 from data.parallel import (ParallelCorpus, flores, load_gold, multi30k, opennmt_train, opennmt_val,  # noqa: E402
                            read_parallel, read_pharaoh, swap)
@@ -120,14 +121,7 @@ def retrieval(args) -> None:
         top = results["sets"][name][str(layers[-1])]
         print(f"{name}: {len(pairs)} aligned pairs, last layer CSLS s2t {top['csls_s2t']:.3f} "
               f"t2s {top['csls_t2s']:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
-        write_atomic(Path(args.out), json.dumps(results, indent=1) + "\n")  # after every set: a cut run keeps its sets
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+        atomic_write_text(Path(args.out), json.dumps(results, indent=1) + "\n")  # after every set: a cut run keeps its sets
 
 
 def aer_table(args) -> None:

@@ -88,3 +88,25 @@ def test_train_state_round_trip(tmp_path):
 def test_missing_checkpoint_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_train_state(tmp_path / "nope.pt")
+
+
+def test_atomic_write_text_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from core.checkpoint import atomic_write_text
+
+    target = tmp_path / "sub" / "config.json"
+    atomic_write_text(target, "first\n")
+    atomic_write_text(target, "second\n")
+    assert target.read_text() == "second\n" and sorted(p.name for p in target.parent.iterdir()) == ["config.json"]
+
+    def half_written(self, text, encoding=None):  # the disk fills after half the text
+        with open(self, "w", encoding=encoding) as f:
+            f.write(text[: len(text) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_written)
+    with pytest.raises(OSError):
+        atomic_write_text(target, "third, longer text\n")
+    assert target.read_text() == "second\n"  # the old file is intact, and no temp file is left
+    assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]
