@@ -26,6 +26,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -147,7 +148,7 @@ def sgns_step(center_rows: torch.Tensor, context_rows: torch.Tensor, center: tor
 
 def train_sgns(sentences: list[list[str]], dim: int = 100, epochs: int = 5, window: int = 5, negatives: int = 5,
                min_count: int = 2, batch_size: int = 0, lr: float = 0.025, seed: int = 0,
-               ngrams: tuple[int, int] | None = None, buckets: int = 200_000, sample: float = 1e-4,
+               ngrams: Sequence[int] | None = None, buckets: int = 200_000, sample: float = 1e-4,
                log=print) -> WordVectors:
     """SGNS vectors (center embeddings) for words seen at least ``min_count`` times.
 
@@ -202,15 +203,16 @@ def center_and_normalize(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def cache_name(lang: str, dim: int, epochs: int, window: int, negatives: int, min_count: int,
-               ngrams: tuple[int, int] | None = None) -> str:
+               ngrams: Sequence[int] | None = None) -> str:
     """File name of cached vectors; "all" = the corpus of data/monolingual.py (earlier caches lack it)."""
     sub = f"_ng{ngrams[0]}{ngrams[1]}" if ngrams else ""
     return f"sgns_all_{lang}_d{dim}_e{epochs}_w{window}_n{negatives}_m{min_count}{sub}.pt"
 
 
 def load_or_train(cache: Path, root: Path, lang: str, dim: int, epochs: int, window: int, negatives: int,
-                  min_count: int, log=print, ngrams: tuple[int, int] | None = None) -> WordVectors:
-    """Vectors of ``lang`` from ``cache`` if present (same settings), else trained and cached."""
+                  min_count: int, log=print, ngrams: Sequence[int] | None = None) -> WordVectors:
+    """Vectors of ``lang`` from ``cache`` if present (same settings), else trained and cached.
+    ``ngrams``: (lo, hi) or a config's [lo, hi]; None or [] = plain vectors."""
     path = Path(cache) / cache_name(lang, dim, epochs, window, negatives, min_count, ngrams)
     if path.is_file():
         return WordVectors.load(path)

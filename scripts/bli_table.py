@@ -72,7 +72,7 @@ def score(src, tgt, w, queries, gold, k, groups: dict[str, set[int]] | None = No
     return out
 
 
-def test_groups(root: Path, spec: str, src_index: dict, gold: dict) -> dict[str, set[int]]:
+def word_class_groups(root: Path, spec: str, src_index: dict, gold: dict) -> dict[str, set[int]]:
     """The de-en test split's word classes (coastalcph: a, n, o, pn = proper nouns, v), as query ids."""
     if spec != DE_EN_TEST:
         return {}
@@ -112,7 +112,7 @@ def bli_pair(root: Path, pair: str, vectors: dict, m, max_vocab: int, adv_iterat
     quiet = lambda *_: None  # noqa: E731
     started = time.time()
     w = procrustes(src[seed[:, 0]], tgt[seed[:, 1]])
-    out["maps"]["procrustes"] = score(src, tgt, w, queries, gold, m.csls_k, test_groups(root, test_spec, src_index, gold))
+    out["maps"]["procrustes"] = score(src, tgt, w, queries, gold, m.csls_k, word_class_groups(root, test_spec, src_index, gold))
     if "refined" in maps:
         w, _ = refine(src, tgt, w, steps=m.refinement_steps, k=m.csls_k, log=quiet)
         out["maps"]["refined"] = score(src, tgt, w, queries, gold, m.csls_k)

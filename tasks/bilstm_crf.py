@@ -116,7 +116,7 @@ class BiLSTMCRFTask:
                              f"but bilstm.word_dim is {b.word_dim}; set them equal")
         return load_or_train(cache_dir() / "word_vectors", resolve_root(cfg.data), cfg.data.train_langs[0],
                              m.vector_dim, m.vector_epochs, m.vector_window, m.vector_negatives, m.vector_min_count,
-                             ngrams=tuple(m.vector_ngrams) or None)
+                             ngrams=m.vector_ngrams)
 
     def build_model(self):
         return build_bilstm_crf(self.cfg.bilstm, len(self.words), len(self.chars), LABELS,

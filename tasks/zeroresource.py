@@ -94,9 +94,8 @@ def build_space(cfg, log=print) -> BilingualSpace:
     m = cfg.mapping
     root = resolve_root(cfg.data)
     cache = cache_dir() / "word_vectors"
-    ngrams = tuple(m.vector_ngrams) or None
     vec = {lang: load_or_train(cache, root, lang, m.vector_dim, m.vector_epochs, m.vector_window,
-                               m.vector_negatives, m.vector_min_count, log=log, ngrams=ngrams)
+                               m.vector_negatives, m.vector_min_count, log=log, ngrams=m.vector_ngrams)
            for lang in (m.source_lang, m.target_lang)}
     src_words, tgt_words = (vec[lang].words[:m.max_vocab] for lang in (m.source_lang, m.target_lang))
     src = center_and_normalize(vec[m.source_lang].matrix[:m.max_vocab])  # (S, E)
@@ -113,7 +112,7 @@ def build_space(cfg, log=print) -> BilingualSpace:
     tgt_in_src = tgt @ w.t()  # (T, E) W orthogonal: src W ~ tgt  <=>  src ~ tgt W^T
     space = BilingualSpace(src_words, src, tgt_words, tgt_in_src, m.csls_k, m.max_vocab)
     space.vectors_name = cache_name(m.source_lang, m.vector_dim, m.vector_epochs, m.vector_window,
-                                    m.vector_negatives, m.vector_min_count, ngrams)  # keys the cached source model
+                                    m.vector_negatives, m.vector_min_count, m.vector_ngrams)  # keys the cached source model
     if m.test_dictionary:
         gold, coverage = gold_translations(read_spec(root, m.test_dictionary), src_index, tgt_index)
         queries = torch.tensor(sorted(gold))

@@ -169,7 +169,7 @@ def test_vector_ngrams_reach_the_vectors_and_key_the_source_model_cache(tmp_path
     words = ["berlin", "paris", "haus", "house", "und", "and"]
 
     def fake_load_or_train(cache, root, lang, *settings, log=print, ngrams=None):
-        asked.append((lang, ngrams))
+        asked.append((lang, tuple(ngrams) if ngrams else None))
         return WordVectors(words, torch.randn(len(words), 8, generator=torch.Generator().manual_seed(len(lang))))
 
     monkeypatch.setattr(zr, "load_or_train", fake_load_or_train)
