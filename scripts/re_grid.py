@@ -18,6 +18,7 @@ scripts/cpujob on a shared machine).
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -129,11 +130,8 @@ def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings:
 
 def mean_sd(values: list[float]) -> str:
     """'m' for one value, 'm ± sd' (sample standard deviation) over several seeds."""
-    m = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{m:.1f}"
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{m:.1f} ± {sd:.1f}"
+    m = statistics.mean(values)
+    return f"{m:.1f}" if len(values) == 1 else f"{m:.1f} ± {statistics.stdev(values):.1f}"
 
 
 def _seed(run_dir: Path) -> int:
