@@ -2,6 +2,7 @@
 
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09 --train
+    python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 1 --alpha 1,inv --smoothing 0.09 --seeds 42,1,2
 
 Each cell is the config plus ``relation.loss`` / ``focal_gamma`` / ``focal_alpha`` /
 ``label_smoothing`` (and ``train.seed`` per ``--seeds``: a cell then shows the mean ± the sample
@@ -14,6 +15,11 @@ wherever they are identical. Without ``--train`` a missing cell is shown as "not
 command printed; with ``--train`` the missing cells are trained one after another first
 (``python train.py CONFIG ... train.name=PREFIX_g.._a.._ls..``; run the whole command under
 scripts/cpujob on a shared machine).
+
+``--alpha`` takes scalars and ``inv``: the per-class vector alpha_k = (1 / n_k) / mean_j (1 / n_j),
+n_k the count of class k among the cell's TRAINING examples (read as training reads them, sampled
+negatives included), i.e. inverse training frequency with a mean of 1 over the K classes, rounded to
+4 digits so that the override is the one written into the run's config.
 """
 from __future__ import annotations
 
@@ -21,18 +27,44 @@ import json
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 IGNORED_TRAIN_KEYS = {"name", "out_dir", "resume", "resume_allow_changes", "log_every", "save_every", "eval_every"}
 
 
-def cell_overrides(gamma: float, alpha: float, smoothing: float, seed: int | None) -> list[str]:
-    """Config overrides of one grid cell (gamma 0 and alpha 1 = plain cross-entropy)."""
+def inverse_frequency_alpha(labels: list[int], num_classes: int, digits: int = 4) -> list[float]:
+    """(K,) focal alpha proportional to 1 / (training count of the class), mean 1 over the classes,
+    rounded; a class absent from training counts as 1 example (the largest alpha)."""
+    counts = Counter(labels)
+    inverse = [1.0 / max(counts.get(k, 0), 1) for k in range(num_classes)]
+    mean = sum(inverse) / num_classes
+    return [round(x / mean, digits) for x in inverse]
+
+
+def training_alpha(config: str, overrides: list[str]) -> tuple[list[float], dict[str, int]]:
+    """(inverse-frequency alpha, {label: training count}) of a relation config's training examples."""
+    from core.config import load_config
+    from core.paths import data_root
+    from tasks.relation import load_splits
+
+    cfg = load_config(config, overrides)
+    root = Path(cfg.data.root) if cfg.data.root else data_root()
+    splits, names, _, _ = load_splits(cfg.relation, root, cfg.train.seed)
+    index = {n: k for k, n in enumerate(names)}
+    labels = [index[e.label] for e in splits["train"]]
+    counts = Counter(labels)
+    return inverse_frequency_alpha(labels, len(names)), {n: counts.get(k, 0) for n, k in index.items()}
+
+
+def cell_overrides(gamma: float, alpha: float | list[float], smoothing: float, seed: int | None) -> list[str]:
+    """Config overrides of one grid cell (gamma 0 and alpha 1 = plain cross-entropy); alpha a scalar
+    or a per-class list."""
     if gamma == 0 and alpha == 1:
         out = ["relation.loss=ce"]
     else:
-        out = ["relation.loss=focal", f"relation.focal_gamma={gamma}",
-               f"relation.focal_alpha={[] if alpha == 1 else [alpha]}"]
+        vector = "" if alpha == 1 else ",".join(map(_num, alpha if isinstance(alpha, list) else [alpha]))
+        out = ["relation.loss=focal", f"relation.focal_gamma={gamma}", f"relation.focal_alpha=[{vector}]"]
     out.append(f"relation.label_smoothing={smoothing}")
     return out + ([f"train.seed={seed}"] if seed is not None else [])
 
@@ -79,14 +111,15 @@ def finished_runs(runs_root: Path) -> list[tuple[Path, dict]]:
     return out
 
 
-def _num(x: float) -> str:
-    return f"{x:g}"
+def _num(x: float | str) -> str:
+    return x if isinstance(x, str) else f"{x:g}"
 
 
 def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings: list[float],
-             alphas: list[float], seeds: list[int | None], runs_root: Path, prefix: str = "",
+             alphas: list[float | str], seeds: list[int | None], runs_root: Path, prefix: str = "",
              train: bool = False, runner=subprocess.run) -> str:
-    """The grid table (markdown); missing cells trained first when ``train``, else their commands listed."""
+    """The grid table (markdown); missing cells trained first when ``train``, else their commands listed.
+    An alpha ``"inv"`` is the inverse-frequency vector of each cell's training examples."""
     from core.config import load_config, to_dict
 
     base = load_config(config, overrides)
@@ -95,7 +128,9 @@ def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings:
     wanted, missing = {}, []
     for g, a, s, seed in cells:
         name = f"{prefix}_g{_num(g)}_a{_num(a)}_ls{_num(s)}" + (f"_s{seed}" if seed is not None else "")
-        args = [config, *overrides, *cell_overrides(g, a, s, seed), f"train.name={name}"]
+        seed_args = [f"train.seed={seed}"] if seed is not None else []
+        alpha = training_alpha(config, [*overrides, *seed_args])[0] if a == "inv" else a
+        args = [config, *overrides, *cell_overrides(g, alpha, s, seed), f"train.name={name}"]
         sig = signature(to_dict(load_config(args[0], args[1:])))
         wanted[(g, a, s, seed)] = sig
         if not any(same_settings(sig, have) for _, have in finished_runs(runs_root)):
@@ -144,13 +179,19 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def alphas(text: str) -> list[float | str]:
+    """'1,0.25,inv' -> [1.0, 0.25, 'inv']."""
+    return [x.strip() if x.strip() == "inv" else float(x) for x in text.split(",") if x.strip()]
+
+
 def add_parser(sub) -> None:
     g = sub.add_parser("grid", help="focal gamma / alpha x smoothing table (reuses identical runs)")
     g.add_argument("config")
     g.add_argument("overrides", nargs="*", help="dotted overrides applied to every cell")
     g.add_argument("--gamma", type=floats, default=[0.0, 1.0, 2.0])
     g.add_argument("--smoothing", type=floats, default=[0.0, 0.09])
-    g.add_argument("--alpha", type=floats, default=[1.0], help="scalar focal alpha values (1 = none)")
+    g.add_argument("--alpha", type=alphas, default=[1.0],
+                   help="focal alpha values: scalars (1 = none) and/or inv (per-class inverse training frequency)")
     g.add_argument("--seeds", default="", help="e.g. 42,1,2 (default: the config's seed); cells show mean ± sd")
     g.add_argument("--runs", default="runs", help="folder searched for finished runs")
     g.add_argument("--prefix", default="", help="train.name prefix of new runs (default: <config name>_grid)")
