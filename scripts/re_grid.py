@@ -2,7 +2,7 @@
 
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09 --train
-    python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 1 --alpha 1,inv --smoothing 0.09 --seeds 42,1,2
+    python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 1 --alpha 1,inv,invrel --smoothing 0.09
 
 Each cell is the config plus ``relation.loss`` / ``focal_gamma`` / ``focal_alpha`` /
 ``label_smoothing`` (and ``train.seed`` per ``--seeds``: a cell then shows the mean ± the sample
@@ -16,10 +16,12 @@ command printed; with ``--train`` the missing cells are trained one after anothe
 (``python train.py CONFIG ... train.name=PREFIX_g.._a.._ls..``; run the whole command under
 scripts/cpujob on a shared machine).
 
-``--alpha`` takes scalars and ``inv``: the per-class vector alpha_k = (1 / n_k) / mean_j (1 / n_j),
-n_k the count of class k among the cell's TRAINING examples (read as training reads them, sampled
-negatives included), i.e. inverse training frequency with a mean of 1 over the K classes, rounded to
-4 digits so that the override is the one written into the run's config.
+``--alpha`` takes scalars, ``inv`` and ``invrel``. ``inv`` is the per-class vector
+alpha_k = (1 / n_k) / mean_j (1 / n_j), n_k the count of class k among the cell's TRAINING examples
+(read as training reads them, sampled negatives included), i.e. inverse training frequency with a
+mean of 1 over the K classes; ``invrel`` the same over the relations only (mean 1 over classes
+1..K-1) with no_relation (class 0) at 1, so it rebalances the relations among themselves without
+down-weighting no_relation. Rounded to 4 digits, so the override is the one in the run's config.
 """
 from __future__ import annotations
 
@@ -42,8 +44,8 @@ def inverse_frequency_alpha(labels: list[int], num_classes: int, digits: int = 4
     return [round(x / mean, digits) for x in inverse]
 
 
-def training_alpha(config: str, overrides: list[str]) -> tuple[list[float], dict[str, int]]:
-    """(inverse-frequency alpha, {label: training count}) of a relation config's training examples."""
+def training_alpha(config: str, overrides: list[str], rule: str = "inv") -> tuple[list[float], dict[str, int]]:
+    """(alpha by ``rule``, inv or invrel, {label: training count}) of a relation config's training examples."""
     from core.config import load_config
     from core.paths import data_root
     from tasks.relation import load_splits
@@ -54,7 +56,13 @@ def training_alpha(config: str, overrides: list[str]) -> tuple[list[float], dict
     index = {n: k for k, n in enumerate(names)}
     labels = [index[e.label] for e in splits["train"]]
     counts = Counter(labels)
-    return inverse_frequency_alpha(labels, len(names)), {n: counts.get(k, 0) for n, k in index.items()}
+    if rule == "invrel":  # classes 1..K-1 only, no_relation (0) fixed at 1
+        alpha = [1.0, *inverse_frequency_alpha([k - 1 for k in labels if k], len(names) - 1)]
+    elif rule == "inv":
+        alpha = inverse_frequency_alpha(labels, len(names))
+    else:
+        raise ValueError(f"alpha rule must be inv or invrel, got {rule!r}")
+    return alpha, {n: counts.get(k, 0) for n, k in index.items()}
 
 
 def cell_overrides(gamma: float, alpha: float | list[float], smoothing: float, seed: int | None) -> list[str]:
@@ -119,7 +127,7 @@ def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings:
              alphas: list[float | str], seeds: list[int | None], runs_root: Path, prefix: str = "",
              train: bool = False, runner=subprocess.run) -> str:
     """The grid table (markdown); missing cells trained first when ``train``, else their commands listed.
-    An alpha ``"inv"`` is the inverse-frequency vector of each cell's training examples."""
+    An alpha ``"inv"`` / ``"invrel"`` is the inverse-frequency vector of each cell's training examples."""
     from core.config import load_config, to_dict
 
     base = load_config(config, overrides)
@@ -129,7 +137,7 @@ def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings:
     for g, a, s, seed in cells:
         name = f"{prefix}_g{_num(g)}_a{_num(a)}_ls{_num(s)}" + (f"_s{seed}" if seed is not None else "")
         seed_args = [f"train.seed={seed}"] if seed is not None else []
-        alpha = training_alpha(config, [*overrides, *seed_args])[0] if a == "inv" else a
+        alpha = training_alpha(config, [*overrides, *seed_args], a)[0] if isinstance(a, str) else a
         args = [config, *overrides, *cell_overrides(g, alpha, s, seed), f"train.name={name}"]
         sig = signature(to_dict(load_config(args[0], args[1:])))
         wanted[(g, a, s, seed)] = sig
@@ -180,8 +188,8 @@ def floats(text: str) -> list[float]:
 
 
 def alphas(text: str) -> list[float | str]:
-    """'1,0.25,inv' -> [1.0, 0.25, 'inv']."""
-    return [x.strip() if x.strip() == "inv" else float(x) for x in text.split(",") if x.strip()]
+    """'1,0.25,inv,invrel' -> [1.0, 0.25, 'inv', 'invrel']."""
+    return [x.strip() if x.strip() in ("inv", "invrel") else float(x) for x in text.split(",") if x.strip()]
 
 
 def add_parser(sub) -> None:
@@ -191,7 +199,8 @@ def add_parser(sub) -> None:
     g.add_argument("--gamma", type=floats, default=[0.0, 1.0, 2.0])
     g.add_argument("--smoothing", type=floats, default=[0.0, 0.09])
     g.add_argument("--alpha", type=alphas, default=[1.0],
-                   help="focal alpha values: scalars (1 = none) and/or inv (per-class inverse training frequency)")
+                   help="focal alpha values: scalars (1 = none), inv (per-class inverse training frequency), "
+                        "invrel (the same over the relations, no_relation 1)")
     g.add_argument("--seeds", default="", help="e.g. 42,1,2 (default: the config's seed); cells show mean ± sd")
     g.add_argument("--runs", default="runs", help="folder searched for finished runs")
     g.add_argument("--prefix", default="", help="train.name prefix of new runs (default: <config name>_grid)")

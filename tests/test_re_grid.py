@@ -98,6 +98,11 @@ def test_grid_inverse_alpha_cell_is_the_training_vector(tmp_path, data_root):
 
     alpha, counts = training_alpha(CONFIG, [])
     assert len(alpha) == 6 and sum(counts.values()) == 256  # tiny_re: max_train_examples 256
+    rel, _ = training_alpha(CONFIG, [], "invrel")
+    n = list(counts.values())
+    assert rel[0] == 1.0 and sum(rel[1:]) / 5 == pytest.approx(1.0, abs=1e-4)  # relations only, mean 1
+    assert rel[1] / rel[2] == pytest.approx(n[2] / n[1], rel=1e-3)  # alpha_k n_k constant among the relations
+    assert alpha[1] / alpha[2] == pytest.approx(n[2] / n[1], rel=1e-3)
     vector = "relation.focal_alpha=[" + ",".join(f"{a:g}" for a in alpha) + "]"
     fake_run(tmp_path, "vec", ["relation.loss=focal", "relation.focal_gamma=1", vector], 41.0)
     fake_run(tmp_path, "scalar", ["relation.loss=focal", "relation.focal_gamma=1"], 44.0)  # alpha 1: another cell
@@ -106,4 +111,5 @@ def test_grid_inverse_alpha_cell_is_the_training_vector(tmp_path, data_root):
     assert "| 1 | 1 | 0 | scalar (42) |" in table
     fake_run(tmp_path / "other", "scalar", ["relation.loss=focal", "relation.focal_gamma=1"], 44.0)
     gaps = run_grid(CONFIG, [], [1.0], [0.0], ["inv"], [None], tmp_path / "other", prefix="g")
-    assert f"relation.loss=focal relation.focal_gamma=1.0 {vector} relation.label_smoothing=0.0 train.name=g_g1_ainv_ls0" in gaps
+    assert (f"relation.loss=focal relation.focal_gamma=1.0 {vector} relation.label_smoothing=0.0 "
+            "train.name=g_g1_ainv_ls0") in gaps
