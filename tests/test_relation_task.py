@@ -138,3 +138,30 @@ def test_docs_re_md_blocks_run_in_order(tmp_path, monkeypatch, capsys):
         exec(compile(block, f"RE.md block {i}", "exec"), namespace)
     assert tuple(namespace["logits"].shape) == (1, 30) and tuple(namespace["feats"].shape) == (1, 64)
     assert namespace["names"][int(namespace["probs"].argmax())] in ("no_relation", "rel_18")
+
+
+def test_evaluation_batches_by_length_and_returns_logits_in_input_order():
+    """tasks.relation.predict_logits (the task's evaluation and RelationPredictor's path) sorts the examples
+    by length into padded batches; every example's logits come back at its own index, equal to scoring it
+    alone (no padding), and none is dropped or repeated."""
+    import random
+
+    import torch
+
+    from data.markers import Encoded
+    from models.encoder import XLMRConfig, XLMREncoder
+    from models.re_head import RelationClassifier
+    from tasks.relation import MODEL_INPUTS, collate_relations, predict_logits
+
+    cfg = XLMRConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=40)
+    model = RelationClassifier(XLMREncoder(cfg), num_labels=4, pooling="mean").eval()
+    gen, items = random.Random(0), []
+    for n in [6, 17, 9, 30, 12, 7, 22, 9, 14, 25]:  # not sorted: batches of 3 mix the order
+        ids = [0] + [gen.randrange(4, 50) for _ in range(n - 2)] + [2]
+        items.append(Encoded(ids, 1, (2, 4), n - 4, (n - 3, n - 1), False, False))
+    got = predict_logits(model, items, pad_id=1, batch_size=3, precision="fp32")  # (N, K)
+    with torch.no_grad():
+        alone = torch.cat([model(*(collate_relations([it], None, 1)[k] for k in MODEL_INPUTS)) for it in items])
+    assert got.shape == (10, 4) and torch.allclose(got, alone, atol=1e-5)
+    assert len({tuple(row.tolist()) for row in got}) == 10  # distinct rows: none copied into another's slot
