@@ -106,8 +106,26 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
         return F.dropout(x, p, training)
     n, drop = x.numel(), round(p * 65536)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 32768  # P(keep) = 1 - drop / 65536
-    return x.mul(keep).mul_(65536 / (65536 - drop))
+    keep = torch.ge(bits.view(torch.int16)[:n].view(x.shape), drop - 32768,
+                    out=torch.empty_like(x))  # 1 = kept, in x's dtype; P(kept) = 1 - drop / 65536
+    return ScaleKept.apply(x, keep, 65536 / (65536 - drop))
+
+
+class ScaleKept(torch.autograd.Function):
+    """y = x * keep * scale, keep a 0/1 mask in x's dtype; the gradient the same way. One fused
+    pass each way (addcmul). Why not ``x.mul(bool_mask)`` or ``masked_fill_``: on the CPU a bool
+    operand takes a slow unvectorized path, several times the cost of these passes."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return torch.addcmul(x.new_zeros(()), x, keep, value=scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return torch.addcmul(grad.new_zeros(()), grad, keep, value=ctx.scale), None, None
 
 
 class Dropout(nn.Dropout):
@@ -183,12 +201,18 @@ class SelfAttention(nn.Module):
 
 
 def manual_attention(q, k, v, key_mask, dropout_p: float, training: bool) -> torch.Tensor:
-    """The readable path: softmax(q k^T / sqrt(D)) v with masked keys at -inf. Same numbers as sdpa."""
-    scores = (q * (1 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)  # (B, N, T, T); q scaled: D, not T, columns
+    """The readable path: softmax(q k^T / sqrt(D) + bias) v, q k v (B, N, T, D), the masked keys'
+    bias -inf. The bias goes in as baddbmm's added input, so the mask costs no pass of its own
+    over the (B, N, T, T) scores (forward or backward). Same numbers as sdpa."""
+    B, N, T, D = q.shape
+    bias = torch.zeros(B, 1, 1, T, dtype=q.dtype, device=q.device)  # (B, 1, 1, T)
     if key_mask is not None:
-        scores = scores.masked_fill(~key_mask, float("-inf"))
-    probs = fast_dropout(scores.softmax(dim=-1), dropout_p, training)  # (B, N, T, T)
-    return probs @ v  # (B, N, T, D)
+        bias.masked_fill_(~key_mask, float("-inf"))
+    bias = bias.expand(B, N, 1, T).reshape(B * N, 1, T)  # (B * N, 1, T)
+    q, k, v = (t.reshape(B * N, T, D) for t in (q, k, v))  # (B * N, T, D) each
+    scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=1 / math.sqrt(D))  # (B * N, T, T)
+    probs = fast_dropout(scores.softmax(dim=-1), dropout_p, training)  # (B * N, T, T)
+    return torch.bmm(probs, v).view(B, N, T, D)  # (B, N, T, D)
 
 
 class Block(nn.Module):
@@ -225,7 +249,7 @@ class Packing:
         return x.flatten(0, 1).index_select(0, self.index)  # (B, T, ...) -> (R, ...)
 
     def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        full = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy(0, self.index, x)  # (B * T, ...)
+        full = x.new_zeros(self.B * self.T, *x.shape[1:]).index_copy_(0, self.index, x)  # (B * T, ...)
         return full.view(self.B, self.T, *x.shape[1:])  # (R, ...) -> (B, T, ...)
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.encoder import XLMRConfig, XLMREncoder, init_weights
+from models.encoder import Dropout, XLMRConfig, XLMREncoder, init_weights
 
 
 class XLMRForTokenClassification(nn.Module):
@@ -22,7 +22,7 @@ class XLMRForTokenClassification(nn.Module):
         if classifier_dropout is None:
             classifier_dropout = config.hidden_dropout_prob
         self.encoder = XLMREncoder(config)
-        self.dropout = nn.Dropout(classifier_dropout)
+        self.dropout = Dropout(classifier_dropout)  # the encoder's fast CPU dropout
         self.classifier = nn.Linear(config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
