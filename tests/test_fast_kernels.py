@@ -28,6 +28,21 @@ def test_fast_dropout_rate_scale_and_gradient():
     assert odd.shape == (3, 7) and set(odd.unique().tolist()) <= {0.0, 2.0}
 
 
+def test_fast_dropout_bf16_keeps_x_times_scale_exactly():
+    # the 0/1 mask in x's dtype: a kept value is x * scale rounded once (as x.mul(scale)), the rest 0
+    torch.manual_seed(0)
+    x = torch.randn(3, 1000, dtype=torch.bfloat16, requires_grad=True)
+    y = fast_dropout(x, 0.1)
+    assert y.dtype == torch.bfloat16
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    kept = y != 0
+    assert 0.08 < 1 - kept.float().mean().item() < 0.12
+    assert torch.equal(y[kept], x.detach().mul(scale)[kept])
+    g = torch.randn(3, 1000, dtype=torch.bfloat16)
+    y.backward(g)
+    assert torch.equal(x.grad, torch.where(kept, g.mul(scale), torch.zeros((), dtype=torch.bfloat16)))
+
+
 def test_fast_dropout_draws_differ_between_calls():
     a, b = fast_dropout(torch.ones(1000), 0.5), fast_dropout(torch.ones(1000), 0.5)
     assert not torch.equal(a, b)
