@@ -134,10 +134,13 @@ def run_grid(config: str, overrides: list[str], gammas: list[float], smoothings:
     prefix = prefix or f"{base.train.name}_grid"
     cells = [(g, a, s, seed) for a in alphas for g in gammas for s in smoothings for seed in seeds]
     wanted, missing = {}, []
+    vectors = {}  # (rule, seed) -> alpha: the training examples depend on the seed, not on gamma / smoothing
     for g, a, s, seed in cells:
         name = f"{prefix}_g{_num(g)}_a{_num(a)}_ls{_num(s)}" + (f"_s{seed}" if seed is not None else "")
         seed_args = [f"train.seed={seed}"] if seed is not None else []
-        alpha = training_alpha(config, [*overrides, *seed_args], a)[0] if isinstance(a, str) else a
+        if isinstance(a, str) and (a, seed) not in vectors:
+            vectors[a, seed] = training_alpha(config, [*overrides, *seed_args], a)[0]
+        alpha = vectors[a, seed] if isinstance(a, str) else a
         args = [config, *overrides, *cell_overrides(g, alpha, s, seed), f"train.name={name}"]
         sig = signature(to_dict(load_config(args[0], args[1:])))
         wanted[(g, a, s, seed)] = sig
