@@ -34,7 +34,7 @@ from core.profiler import Profiler  # noqa: E402
 from models import encoder  # noqa: E402
 
 GROUPS = (  # (group, substrings of aten op names); first match wins
-    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn_",
+    ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn_", "mkldnn::_linear",
                          "aten::baddbmm", "aten::_addmm")),
     ("attention (sdpa)", ("scaled_dot_product", "flash_attention", "_efficient_attention")),
     ("optimizer", ("adam", "_foreach", "_fused")),

@@ -135,6 +135,49 @@ class Dropout(nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
+def onednn_fp32(x: torch.Tensor) -> bool:
+    """Route an fp32 CPU linear through oneDNN? Torch's own fp32 linear calls MKL's sgemm; on the
+    AMD Zen 4 CPU we measured, oneDNN's fp32 kernel runs the forward and input-gradient products
+    10-30% faster (the weight gradient stays on MKL, which wins there). Same fp32 arithmetic, other
+    summation order. Under autocast, and off the CPU, torch's linear as usual."""
+    return (CPU_TRAINING_KERNELS and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0
+            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
+
+
+class OneDnnLinear(torch.autograd.Function):
+    """y = x W^T + b with oneDNN's fp32 kernel forward and for dx; dW on MKL (torch.mm)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+        ctx.save_for_backward(x2, weight)
+        ctx.x_shape, ctx.has_bias = x.shape, bias is not None
+        y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")  # (M, N)
+        return y.view(*x.shape[:-1], weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x2, weight = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])  # (M, N)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.mkldnn._linear_pointwise(g2, weight.t(), None, "none", [], "").view(ctx.x_shape)
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(g2.t(), x2)  # (N, K)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(0)  # (N,)
+        return gx, gw, gb
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same state dict) through OneDnnLinear where onednn_fp32 says so."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if onednn_fp32(x):
+            return OneDnnLinear.apply(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 def manual_for_training(q: torch.Tensor, dropout_p: float) -> bool:
     """Take the manual attention while training on the CPU with dropout or in bf16: there torch's
     sdpa has no fast kernel (with dropout it falls back to a math path that runs bf16 products in
@@ -174,8 +217,8 @@ class SelfAttention(nn.Module):
         self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
         self.impl = config.attention
         self.attn_dropout = config.attention_probs_dropout_prob
-        self.qkv = nn.Linear(H, 3 * H)  # rows: query, key, value (HF's three matrices stacked)
-        self.out = nn.Linear(H, H)
+        self.qkv = Linear(H, 3 * H)  # rows: query, key, value (HF's three matrices stacked)
+        self.out = Linear(H, H)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
@@ -222,8 +265,8 @@ class Block(nn.Module):
         super().__init__()
         H, I = config.hidden_size, config.intermediate_size
         self.attention = SelfAttention(config)
-        self.ffn_in = nn.Linear(H, I)
-        self.ffn_out = nn.Linear(I, H)
+        self.ffn_in = Linear(H, I)
+        self.ffn_out = Linear(I, H)
         self.ffn_dropout = Dropout(config.hidden_dropout_prob)
         self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 

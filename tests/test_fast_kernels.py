@@ -1,11 +1,12 @@
-"""models.encoder's CPU training kernels: fast_dropout is a dropout (rate, scale, gradient), and the
-manual attention it trains with on the CPU gives sdpa's numbers."""
+"""models.encoder's CPU training kernels: fast_dropout is a dropout (rate, scale, gradient), the
+manual attention it trains with on the CPU gives sdpa's numbers, and the oneDNN fp32 Linear gives
+torch's linear's numbers and gradients."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 import models.encoder as enc
-from models.encoder import XLMRConfig, fast_dropout
+from models.encoder import Linear, XLMRConfig, fast_dropout
 from models.heads import XLMRForTokenClassification
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,3 +84,29 @@ def test_manual_training_path_matches_sdpa(precision, monkeypatch):
     assert torch.allclose(fast_logits[real_tokens], ref_logits[real_tokens], atol=tol)
     for name, g in ref.items():
         assert torch.allclose(fast[name], g, atol=tol * max(1.0, g.abs().max().item())), name
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_onednn_linear_matches_torch_linear_and_its_gradients(bias):
+    torch.manual_seed(0)
+    layer = Linear(48, 24, bias=bias)
+    x = torch.randn(3, 7, 48, requires_grad=True)
+    y = layer(x)
+    assert type(y.grad_fn).__name__ == "OneDnnLinearBackward"  # the oneDNN path ran
+    ref = F.linear(x, layer.weight, layer.bias)
+    assert y.shape == (3, 7, 24) and torch.allclose(y, ref, atol=1e-5)
+    g = torch.randn(7, 3, 24).transpose(0, 1)  # a non-contiguous incoming gradient
+    ours = torch.autograd.grad(y, [x, *layer.parameters()], g)
+    theirs = torch.autograd.grad(ref, [x, *layer.parameters()], g)
+    assert len(ours) == (3 if bias else 2)
+    for a, b in zip(ours, theirs):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
+
+
+def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
+    layer = Linear(16, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.randn(5, 16, requires_grad=True))
+    assert y.dtype == torch.bfloat16 and "OneDnn" not in type(y.grad_fn).__name__
+    assert layer(torch.randn(0, 16)).shape == (0, 8)  # no real tokens in a packed batch
+    assert torch.equal(layer(torch.zeros(2, 16)), layer.bias.detach().expand(2, 8))
