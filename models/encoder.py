@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 ATTENTION_IMPLS = ("sdpa", "manual")
-# On the CPU, train with fast_dropout and the manual attention (see SelfAttention.forward);
-# False = torch's F.dropout and sdpa everywhere (bench/profile_step.py --compare flips it).
+# On the CPU, train with fast_dropout and the manual attention (see SelfAttention.forward), and run
+# fp32 linear layers on oneDNN (Linear); False = torch's F.dropout, sdpa and F.linear everywhere
+# (bench/profile_step.py --compare flips it).
 CPU_TRAINING_KERNELS = True
 
 
@@ -135,13 +136,23 @@ class Dropout(nn.Dropout):
         return fast_dropout(x, self.p, self.training)
 
 
+def _has_onednn_linear() -> bool:
+    try:  # builds without oneDNN have no such op
+        return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._linear_pointwise is not None
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN_LINEAR = _has_onednn_linear()
+
+
 def onednn_fp32(x: torch.Tensor) -> bool:
     """Route an fp32 CPU linear through oneDNN? Torch's own fp32 linear calls MKL's sgemm; on the
     AMD Zen 4 CPU we measured, oneDNN's fp32 kernel runs the forward and input-gradient products
     10-30% faster (the weight gradient stays on MKL, which wins there). Same fp32 arithmetic, other
     summation order. Under autocast, and off the CPU, torch's linear as usual."""
     return (CPU_TRAINING_KERNELS and x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() > 0
-            and not torch.is_autocast_enabled("cpu") and torch.backends.mkldnn.is_available())
+            and not torch.is_autocast_enabled("cpu") and ONEDNN_LINEAR)
 
 
 class OneDnnLinear(torch.autograd.Function):
