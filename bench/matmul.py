@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.precision import resolve_precision  # noqa: E402
+from models.encoder import ONEDNN_LINEAR  # noqa: E402
 
 
 def gflops(n: int, dtype: torch.dtype, reps: int, kernel: str = "mm") -> float:
@@ -49,7 +50,7 @@ def gemm_peak(precision: str, n: int = 2048, reps: int = 4, trials: int = 3) -> 
     MKL's and oneDNN's kernels (on AMD Zen 4 oneDNN's is 10-30% faster). The roofline lines of the
     model benchmarks divide by this, measured in the same process."""
     dtype = PRECISION_DTYPES[precision]
-    kernels = ["mm", "onednn"] if precision == "fp32" and torch.backends.mkldnn.is_available() else ["mm"]
+    kernels = ["mm", "onednn"] if precision == "fp32" and ONEDNN_LINEAR else ["mm"]
     return max(gflops(n, dtype, reps, kernel) for _ in range(trials) for kernel in kernels)
 
 
