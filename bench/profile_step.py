@@ -82,7 +82,7 @@ def main() -> None:
     ours.model.train()
     batch = make_batch(B, T, size["vocab_size"], seed=B * T)
     peak = gemm_peak(args.precision)
-    flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True)
+    flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; H{size['hidden_size']} "
           f"L{size['num_hidden_layers']}, {args.shape}, {args.precision}, {int(batch['attention_mask'].sum())} real "
           f"tokens; {flops['total'] / 1e9:.1f} GFLOP per step ({phase_summary(flops)}); measured {args.precision} "

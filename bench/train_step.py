@@ -19,7 +19,8 @@ number of distinct pieces seen; ``--active-rows N`` marks N extra rows as touche
 (a German PAN-X epoch touches on the order of 10^4 of the 250,002 rows).
 Timing: after warm-up, reps alternate ours/ref (order flipped each rep); median tokens/s (real
 tokens) by wall clock and by process CPU time (steadier on a shared machine); ratio = ours/ref.
-Roofline: each row's model GFLOP/s (bench/flops.py, fwd + bwd = 3 x fwd, real tokens only) by
+Roofline: each row's model GFLOP/s (bench/flops.py, fwd + bwd = 3 x fwd, real tokens only, the
+last layer's queries on the labelled positions the loss reads: the useful work, the same count for both) by
 wall clock, and its share of the GEMM peak measured at the start (bench/matmul.py gemm_peak).
 Both models with their AdamW states take ~8.5 GB, plus ~4 GB of activations at 32x128:
 ``--sequential`` times the reference alone, frees it, then ours (fresh random weights) alone.
@@ -62,9 +63,10 @@ class TokenTask:
     """The loss our loop asks of a task: summed cross-entropy over labelled positions."""
 
     @staticmethod
-    def loss(model, batch):
-        logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, T, K)
-        return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100, reduction="sum")
+    def loss(model, batch):  # as tasks/ner.py's: logits at the labelled positions only
+        labelled = batch["labels"] != -100  # (B, T)
+        logits = model(batch["input_ids"], batch["attention_mask"], select=labelled).float()  # (M, K)
+        return F.cross_entropy(logits, batch["labels"][labelled], reduction="sum")
 
 
 def make_models(size: dict):
@@ -236,8 +238,8 @@ def print_row(precision, B, T, t, n_active, size: dict | None = None) -> None:
     by wall clock and its share of the measured GEMM peak of the same precision."""
     roof = ""
     if size is not None and precision in PEAKS:
-        mask = make_batch(B, T, size["vocab_size"], seed=B * T)["attention_mask"]
-        flops = flops_of_batch(size, mask, NUM_LABELS, backward=True)
+        batch = make_batch(B, T, size["vocab_size"], seed=B * T)
+        flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
         per_token = flops["total"] / flops["tokens"]
         ours, ref = per_token * t["ours_wall"] / 1e9, per_token * t["ref_wall"] / 1e9
         roof = f"   {ours:6.0f} ({100 * ours / PEAKS[precision]:3.0f}%) {ref:6.0f} ({100 * ref / PEAKS[precision]:3.0f}%)"
@@ -276,9 +278,10 @@ def main() -> None:
     print("measured GEMM peak (bench/matmul.py gemm_peak, 2048^3, this process): "
           + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in PEAKS.items()))
     for B, T in shapes:
-        mask = make_batch(B, T, size["vocab_size"], seed=B * T)["attention_mask"]
-        f = flops_of_batch(size, mask, NUM_LABELS, backward=True)
-        print(f"  {B}x{T}: {f['total'] / 1e9:.1f} GFLOP per step (fwd+bwd), {phase_summary(f)}")
+        batch = make_batch(B, T, size["vocab_size"], seed=B * T)
+        f = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
+        print(f"  {B}x{T}: {f['total'] / 1e9:.1f} GFLOP per step (fwd+bwd; the last layer on the labelled "
+              f"positions the loss reads), {phase_summary(f)}")
     print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref;")
     print("roofline = model GFLOP/s by wall clock (bench/flops.py) and its % of the measured GEMM peak")
     print(f"{'prec':5} {'BxT':7} {'ours cpu':>9} {'ref cpu':>9} {'ratio':>6}   {'ours wall':>9} {'ref wall':>9} "

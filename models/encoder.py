@@ -9,6 +9,8 @@ comes after each sublayer (post-LN), not before. Query, key and value are one fu
 projection (one matmul instead of three); models/weights.py concatenates HF's three
 matrices at load and splits them at export. On the CPU a padded batch skips its pads: every
 position-wise layer runs on the R real tokens only (``Packing``); attention alone sees (B, T).
+With ``select`` (the positions a loss reads) the last layer computes its queries and everything
+after them for the M selected rows only; keys and values still come from all R.
 """
 from __future__ import annotations
 
@@ -180,13 +182,18 @@ class OneDnnLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """F.linear, through OneDnnLinear where onednn_fp32 says so."""
+    if onednn_fp32(x):
+        return OneDnnLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same state dict) through OneDnnLinear where onednn_fp32 says so."""
+    """nn.Linear (same parameters, same state dict) through ``linear``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if onednn_fp32(x):
-            return OneDnnLinear.apply(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias)
 
 
 def manual_for_training(q: torch.Tensor, dropout_p: float) -> bool:
@@ -234,22 +241,34 @@ class SelfAttention(nn.Module):
         self.norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
-                packing: "Packing | None" = None) -> torch.Tensor:
+                packing: "Packing | None" = None, queries: "Packing | None" = None) -> torch.Tensor:
         """x (B, T, H), or (R, H) = the R real tokens when ``packing`` is given; key_mask
-        (B, 1, 1, T) bool, True = attend, or None when nothing is padded. Returns x's shape."""
-        qkv = self.qkv(x)  # (B, T, 3H) or (R, 3H)
-        if packing is not None:
-            qkv = packing.unpack(qkv)  # (B, T, 3H), zeros at the pads
-        B, T, _ = qkv.shape
-        q, k, v = qkv.view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, T, D)
+        (B, 1, 1, T) bool, True = attend, or None when nothing is padded. Returns x's shape, or
+        (M, H) for the M positions of ``queries`` (a ``packing.subset``): keys and values still
+        come from every real token, queries and everything after them from those M rows only."""
+        N, D = self.num_heads, self.head_dim
+        if queries is None:
+            qkv = self.qkv(x)  # (B, T, 3H) or (R, 3H)
+            if packing is not None:
+                qkv = packing.unpack(qkv)  # (B, T, 3H), zeros at the pads
+            B, T, _ = qkv.shape
+            q, k, v = qkv.view(B, T, 3, N, D).permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, N, T, D)
+        else:
+            H, (w, b) = N * D, (self.qkv.weight, self.qkv.bias)
+            kv = packing.unpack(linear(x, w[H:], b[H:]))  # (B, T, 2H), zeros at the pads
+            x = x.index_select(0, queries.rows)  # (M, H): the residual stream of the selected rows
+            q = queries.unpack(linear(x, w[:H], b[:H]))  # (B, T, H), zeros off the selection
+            B, T, _ = q.shape
+            q = q.view(B, T, N, D).transpose(1, 2)  # (B, N, T, D)
+            k, v = kv.view(B, T, 2, N, D).permute(2, 0, 3, 1, 4).unbind(0)  # 2 x (B, N, T, D)
         p = self.attn_dropout if self.training else 0.0
         if self.impl == "sdpa" and not manual_for_training(q, p):
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=p)  # (B, N, T, D)
         else:
             ctx = manual_attention(q, k, v, key_mask, p, self.training)  # (B, N, T, D)
         ctx = ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
-        if packing is not None:
-            ctx = packing.pack(ctx)  # (R, H)
+        if queries is not None or packing is not None:
+            ctx = (queries or packing).pack(ctx)  # (M, H) or (R, H)
         # Trap: post-LN -- the norm comes after the residual sum.
         return self.norm(x + self.dropout(self.out(ctx)))  # x's shape
 
@@ -282,8 +301,8 @@ class Block(nn.Module):
         self.ffn_norm = nn.LayerNorm(H, eps=config.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None,
-                packing: "Packing | None" = None) -> torch.Tensor:
-        x = self.attention(x, key_mask, packing)  # (B, T, H) or (R, H)
+                packing: "Packing | None" = None, queries: "Packing | None" = None) -> torch.Tensor:
+        x = self.attention(x, key_mask, packing, queries)  # (B, T, H), (R, H) or (M, H)
         h = self.ffn_out(F.gelu(self.ffn_in(x)))  # x's shape; gelu is the exact erf form
         return self.ffn_norm(x + self.ffn_dropout(h))  # x's shape
 
@@ -297,7 +316,18 @@ class Packing:
 
     def __init__(self, mask: torch.Tensor):
         self.B, self.T = mask.shape  # mask (B, T) bool, True = a real token
+        self.mask = mask
         self.index = mask.flatten().nonzero().squeeze(1)  # (R,) flat positions of the real tokens
+        self.rows = None  # for a subset: (M,) its positions' rows in the packing it was taken from
+
+    def subset(self, select: torch.Tensor) -> "Packing":
+        """The Packing of ``select`` (B, T) bool, which must lie inside this one's mask; its
+        ``rows`` (M,) say where each selected position sits among this packing's R rows."""
+        if bool((select & ~self.mask).any()):
+            raise ValueError("select marks a position outside attention_mask (a pad)")
+        sub = Packing(select)
+        sub.rows = (self.mask.flatten().cumsum(0) - 1).index_select(0, sub.index)  # (M,)
+        return sub
 
     def pack(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(0, 1).index_select(0, self.index)  # (B, T, ...) -> (R, ...)
@@ -323,24 +353,34 @@ class XLMREncoder(nn.Module):
         for layer in self.layers:
             layer.attention.impl = impl
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states (B, T, H); with ``select`` (B, T) bool, inside the mask, only the selected
+        positions' (M, H), in row-major order (= ``h[select]``). On the CPU the last layer then
+        runs its queries, output projection, norms and FFN on those M rows alone: a loss that reads
+        a few positions (MLM's masked pieces, NER's labelled ones) does not pay for the others."""
         x = self.embeddings(input_ids)  # (B, T, H)
-        key_mask, packing = None, None
-        if attention_mask is not None:
-            mask = attention_mask.bool()  # (B, T)
-            if x.device.type != "cpu":
-                # Looking for pads would stall the host on an accelerator: the mask always goes in.
-                key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
-            elif not bool(mask.all()):
-                # On the CPU (an unpadded batch takes sdpa's fastest, maskless kernel): the linear
-                # layers and norms (~95% of the work) run on the R real tokens only; attention alone
-                # sees the padded (B, T) layout.
-                key_mask = mask[:, None, None, :]  # (B, 1, 1, T)
-                packing = Packing(mask)
-                x = packing.pack(x)  # (R, H)
-        for layer in self.layers:
-            x = layer(x, key_mask, packing)  # (B, T, H) or (R, H)
-        return x if packing is None else packing.unpack(x)  # (B, T, H), zeros at the pads
+        key_mask, packing, queries = None, None, None
+        mask = None if attention_mask is None else attention_mask.bool()  # (B, T)
+        if x.device.type != "cpu":
+            # Looking for pads would stall the host on an accelerator: the mask always goes in.
+            key_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, T)
+        elif select is not None or (mask is not None and not bool(mask.all())):
+            # On the CPU (an unpadded batch takes sdpa's fastest, maskless kernel): the linear
+            # layers and norms (~95% of the work) run on the R real tokens only; attention alone
+            # sees the padded (B, T) layout.
+            mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
+            key_mask = None if bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, T)
+            packing = Packing(mask)
+            queries = None if select is None else packing.subset(select.bool())
+            x = packing.pack(x)  # (R, H)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, key_mask, packing, queries if i == last else None)  # (B, T, H), (R, H); last (M, H)
+        if queries is not None:
+            return x  # (M, H)
+        x = x if packing is None else packing.unpack(x)  # (B, T, H), zeros at the pads
+        return x if select is None else x[select.bool()]  # (B, T, H) or (M, H)
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         init_weights(self, self.config.initializer_range, generator)

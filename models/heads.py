@@ -25,9 +25,12 @@ class XLMRForTokenClassification(nn.Module):
         self.dropout = Dropout(classifier_dropout)  # the encoder's fast CPU dropout
         self.classifier = nn.Linear(config.hidden_size, num_labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.encoder(input_ids, attention_mask)  # (B, T, H)
-        return self.classifier(self.dropout(h))  # (B, T, K)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """select: optional (B, T) bool; logits only where True -- (M, K) -- for a loss over labelled
+        positions (the encoder's last layer then skips the others; XLMREncoder.forward)."""
+        h = self.encoder(input_ids, attention_mask, select)  # (B, T, H) or (M, H)
+        return self.classifier(self.dropout(h))  # (B, T, K) or (M, K)
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:
         init_weights(self, self.config.initializer_range, generator)
@@ -66,10 +69,8 @@ class XLMRForMaskedLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 select: torch.Tensor | None = None) -> torch.Tensor:
         """select: optional (B, T) bool; logits only where True -- (M, V) -- which saves the
-        (B, T, V) product when few positions are masked."""
-        h = self.encoder(input_ids, attention_mask)  # (B, T, H)
-        if select is not None:
-            h = h[select]  # (M, H)
+        (B, T, V) product when few positions are masked (and most of the encoder's last layer)."""
+        h = self.encoder(input_ids, attention_mask, select)  # (B, T, H) or (M, H)
         return self.lm_head(h)  # (B, T, V) or (M, V)
 
     def init_weights(self, generator: torch.Generator | None = None) -> None:

@@ -145,11 +145,12 @@ class NERTask:
             yield collate([self.train_windows[i] for i in index], self.tokenizer.pad_id, pin_memory=pin)
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, T, K) in fp32
         crf = getattr(_unwrap(model), "crf", None)
-        if crf is None:
-            return F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
-                                   reduction="sum")
+        if crf is None:  # logits at the labelled positions only (the encoder's last layer skips the rest)
+            labelled = batch["labels"] != IGNORE_INDEX  # (B, T)
+            logits = model(batch["input_ids"], batch["attention_mask"], select=labelled).float()  # (M, K) in fp32
+            return F.cross_entropy(logits, batch["labels"][labelled], reduction="sum")
+        logits = model(batch["input_ids"], batch["attention_mask"]).float()  # (B, T, K) in fp32
         packed, mask, positions = first_piece_view(logits, batch["word_ids"])
         tags = torch.gather(batch["labels"], 1, positions).clamp_min(0)  # (B, W)
         rows = mask[:, 0]

@@ -134,6 +134,52 @@ def test_padded_batch_skips_pads_with_the_same_outputs_and_gradients(tmp_path, t
                           ref.embeddings.word_embeddings.weight.grad, **close)
 
 
+def test_select_returns_the_selected_states_with_the_same_gradients(tmp_path, tokenizer_dir):
+    """``select``: the encoder returns h[select] (M, H), its last layer running queries, output
+    projection and FFN on those M rows only -- still transformers' numbers and gradients."""
+    ref = write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
+    model, _ = load_pretrained(tmp_path)
+    model.eval(), ref.eval()
+    ids, mask = padded_batch()
+    select = mask & (torch.rand(mask.shape, generator=torch.Generator().manual_seed(7)) < 0.5)
+    select[2, 0], select[2, 1] = True, False  # a packed row that is not its flat position
+    rows = []
+    hook = model.layers[-1].ffn_in.register_forward_hook(lambda mod, inp, out: rows.append(inp[0].shape[0]))
+    ours = model(ids, mask, select=select)  # (M, H)
+    hook.remove()
+    theirs = hf_out(ref, ids, mask)[select]  # (M, H)
+    assert rows == [int(select.sum())] < [int(mask.sum())]  # the last FFN saw the M selected rows only
+    weights = torch.randn(ours.shape, generator=torch.Generator().manual_seed(5))
+    (ours * weights).sum().backward()
+    (theirs * weights).sum().backward()
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0)
+    close = dict(atol=1e-4, rtol=1e-5)
+    for i in range(2):
+        att = ref.encoder.layer[i].attention
+        want = torch.cat([att.self.query.weight.grad, att.self.key.weight.grad, att.self.value.weight.grad])
+        assert torch.allclose(model.layers[i].attention.qkv.weight.grad, want, **close), i
+        assert torch.allclose(model.layers[i].attention.qkv.bias.grad, torch.cat(
+            [att.self.query.bias.grad, att.self.key.bias.grad, att.self.value.bias.grad]), **close), i
+        assert torch.allclose(model.layers[i].ffn_out.weight.grad, ref.encoder.layer[i].output.dense.weight.grad,
+                              **close), i
+    assert torch.allclose(model.embeddings.word_embeddings.weight.grad,
+                          ref.embeddings.word_embeddings.weight.grad, **close)
+
+
+def test_select_on_unpadded_empty_and_bad_selections(tmp_path, tokenizer_dir):
+    write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
+    model, _ = load_pretrained(tmp_path)
+    model.eval()
+    ids, mask = padded_batch()
+    full = model(ids[:1], None)  # row 0 has no pads: no mask at all
+    select = torch.zeros(1, ids.shape[1], dtype=torch.bool)
+    select[0, [0, 3, 4]] = True
+    assert torch.allclose(model(ids[:1], None, select=select), full[select], atol=1e-5, rtol=0)
+    assert model(ids, mask, select=torch.zeros_like(mask)).shape == (0, 32)
+    with pytest.raises(ValueError, match="outside attention_mask"):
+        model(ids, mask, select=~mask)
+
+
 def test_position_ids_start_after_padding_index():
     ids = torch.tensor([[0, 9, 9, 2, 1, 1], [0, 9, 9, 9, 9, 2]])
     assert position_ids_from_input_ids(ids, 1).tolist() == [[2, 3, 4, 5, 1, 1], [2, 3, 4, 5, 6, 7]]

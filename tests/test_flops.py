@@ -28,9 +28,17 @@ def test_hand_count_tiny_config():
     assert f["total"] == 1280 + 416 + 1280 + 120
     both = step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("classifier", 3), backward=True)
     assert both["total"] == 3 * f["total"]
-    mlm = step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("masked-lm", 10), selected=2)
-    assert mlm["phases"]["head"] == 2 * 2 * 4 * 4 + 2 * 2 * 4 * 10
     assert "FFN 41%" in phase_summary(f)
+    # the loss reads M_b = 1 and 1 positions: the last layer keeps k, v on R = 5 rows, the rest on M = 2
+    mlm = step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("masked-lm", 10), selected=[1, 1])
+    assert mlm["phases"] == {
+        "embeddings": 0,
+        "attention projections": (2 * 5 * 4 * 12 + 2 * 5 * 4 * 4) + (2 * 5 * 4 * 8 + 2 * 2 * 4 * 4 * 2),  # 640 + 416
+        "attention scores/values": 2 * 13 * 4 * 2 + 2 * (1 * 2 + 1 * 3) * 4 * 2,  # 208 + 80
+        "FFN": 2 * 5 * 4 * 8 * 2 + 2 * 2 * 4 * 8 * 2,  # 640 + 256
+        "head": 2 * 2 * 4 * 4 + 2 * 2 * 4 * 10,  # dense + decoder on M = 2
+    }
+    assert step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("classifier", 3), selected=[2, 3]) == f  # all = none
 
 
 @pytest.mark.parametrize("backward", [False, True])
@@ -49,3 +57,23 @@ def test_matches_torch_flop_counter_on_our_model(backward):
             F.cross_entropy(logits.flatten(0, 1), torch.zeros(21, dtype=torch.long)).backward()
     ours = step_flops(16, 2, 40, [7, 7, 7], ("classifier", 5), backward=backward)["total"]
     assert counter.get_total_flops() == ours
+
+
+def test_selection_matches_torch_flop_counter():
+    """With ``select`` our last layer does the selected rows' work only -- except that it still scores
+    all T query rows of the (B, T) layout (the unselected ones are zeros), which the count leaves out."""
+    config = XLMRConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=40, max_position_embeddings=40, hidden_dropout_prob=0.0,
+                        attention_probs_dropout_prob=0.0, attention="manual")
+    model = XLMRForTokenClassification(config, 5)
+    ids = torch.randint(4, 50, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    select = torch.zeros(3, 7, dtype=torch.bool)
+    select[0, :3], select[1, 5], select[2, :] = True, True, True  # M_b = 3, 1, 7
+    onednn = {torch.ops.mkldnn._linear_pointwise: lambda x, w, *_, **__: 2 * math.prod(x) * w[0]}
+    with FlopCounterMode(display=False, custom_mapping=onednn) as counter:
+        logits = model(ids, mask, select=select)  # (M, K)
+        F.cross_entropy(logits, torch.zeros(11, dtype=torch.long)).backward()
+    useful = step_flops(16, 2, 40, [7, 7, 7], ("classifier", 5), backward=True, selected=[3, 1, 7])["total"]
+    unselected_pairs = (7 - 3) * 7 + (7 - 1) * 7  # query rows the (B, T) layout scores anyway
+    assert counter.get_total_flops() == useful + 3 * 4 * unselected_pairs * 16

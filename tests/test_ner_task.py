@@ -51,8 +51,9 @@ class OracleModel(nn.Module):
             weight[piece, tag] = 5.0
         self.table = nn.Parameter(weight)
 
-    def forward(self, input_ids, attention_mask):
-        return self.table[input_ids]  # (B, T, K)
+    def forward(self, input_ids, attention_mask, select=None):
+        logits = self.table[input_ids]  # (B, T, K)
+        return logits if select is None else logits[select]  # (B, T, K) or (M, K)
 
 
 def _sentences(n=30, seed=0, long_every=7):
