@@ -60,6 +60,20 @@ class EntityPooler(nn.Module):
         if mode == "attention":
             self.subj_attention, self.obj_attention = SpanAttention(hidden), SpanAttention(hidden)
 
+    def reads(self, subj_marker: torch.Tensor, obj_marker: torch.Tensor, subj_mask: torch.Tensor,
+              obj_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) bool: the positions of h this pooling reads (the encoder computes only those)."""
+        if self.mode in ("cls", "start"):
+            read = torch.zeros_like(subj_mask)  # (B, T) bool
+            if self.mode == "cls":
+                read[:, 0] = True
+            else:
+                rows = torch.arange(read.size(0), device=read.device)
+                read[rows, subj_marker] = True
+                read[rows, obj_marker] = True
+            return read
+        return subj_mask | obj_mask
+
     def forward(self, h: torch.Tensor, subj_marker: torch.Tensor, obj_marker: torch.Tensor,
                 subj_mask: torch.Tensor, obj_mask: torch.Tensor) -> torch.Tensor:
         if self.mode == "cls":

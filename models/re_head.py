@@ -39,7 +39,12 @@ class RelationClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, subj_marker: torch.Tensor,
                 obj_marker: torch.Tensor, subj_mask: torch.Tensor, obj_mask: torch.Tensor) -> torch.Tensor:
-        h = self.encoder(input_ids, attention_mask)  # (B, T, H)
+        # Only the positions the pooling reads leave the encoder (its last layer skips the rest);
+        # the others stay zero in h, where the pooling never looks.
+        read = self.pooler.reads(subj_marker, obj_marker, subj_mask, obj_mask)  # (B, T) bool
+        states = self.encoder(input_ids, attention_mask, select=read)  # (M, H)
+        h = states.new_zeros(*read.shape, states.size(-1))  # (B, T, H)
+        h[read] = states
         feats = self.pooler(h, subj_marker, obj_marker, subj_mask, obj_mask)  # (B, F)
         return self.mlp(feats)  # (B, K)
 

@@ -64,3 +64,36 @@ def test_classifier_logits_shape_and_head_weights():
     assert logits.shape == (B, 5)
     assert set(model.head_state_dict()) == {"pooler.subj_attention.query", "pooler.obj_attention.query",
                                             "mlp.0.weight", "mlp.0.bias", "mlp.3.weight", "mlp.3.bias"}
+
+
+@pytest.mark.parametrize("mode", POOLINGS)
+def test_classifier_reads_only_the_pooled_positions_with_the_full_numbers(mode):
+    """The encoder returns only the positions the pooling reads (``EntityPooler.reads``); logits and
+    gradients equal pooling over the full hidden states, with a padded row in the batch."""
+    cfg = XLMRConfig(vocab_size=50, hidden_size=H, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=40)
+    torch.manual_seed(0)
+    model = RelationClassifier(XLMREncoder(cfg), num_labels=5, pooling=mode).eval()
+    if mode == "attention":  # a non-zero query, so the span weights are not uniform
+        torch.nn.init.normal_(model.pooler.subj_attention.query), torch.nn.init.normal_(model.pooler.obj_attention.query)
+    ids = torch.randint(4, 50, (B, T), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[1, 6:] = False  # row 1's spans and markers end at 5
+    ids[~mask] = 1
+    _, sm, om, smask, omask = inputs()
+    smask[1], omask[1] = torch.tensor([0, 0, 1, 0, 0, 0, 0]).bool(), torch.tensor([0, 0, 0, 0, 1, 1, 0]).bool()
+    read = model.pooler.reads(sm, om, smask, omask)
+    want_read = {"cls": [[0, 0], [1, 0], [2, 0]], "start": [[0, 0], [0, 3], [1, 1], [1, 4], [2, 0], [2, 3]]}
+    if mode in want_read:
+        assert read.nonzero().tolist() == want_read[mode]
+    else:
+        assert torch.equal(read, smask | omask)
+    logits = model(ids, mask, sm, om, smask, omask)  # (B, K)
+    h = model.encoder(ids, mask)  # (B, T, H): the full computation
+    want = model.mlp(model.pooler(h, sm, om, smask, omask))
+    assert torch.allclose(logits, want, atol=1e-6, rtol=0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad(logits.square().sum(), params, allow_unused=True)
+    ref = torch.autograd.grad(want.square().sum(), params, allow_unused=True)
+    for a, b in zip(got, ref):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-5, rtol=1e-5))
