@@ -35,7 +35,9 @@ class FrozenEncoderBiLSTM(nn.Module):
         self.base.eval()  # frozen: no dropout in the encoder
         return self
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                select: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, K) emissions, or (M, K) at the ``select`` positions (the BiLSTM reads them all)."""
         with torch.no_grad():
             h = self.base.encoder(input_ids, attention_mask)  # (B, T, H)
         lengths = attention_mask.sum(1).clamp_min(1).cpu()  # (B,) pack wants CPU lengths; pads on the right
@@ -43,7 +45,8 @@ class FrozenEncoderBiLSTM(nn.Module):
             packed = pack_padded_sequence(h.float(), lengths, batch_first=True, enforce_sorted=False)
             states, _ = self.lstm(packed)
             states, _ = pad_packed_sequence(states, batch_first=True, total_length=h.shape[1])  # (B, T, 2L)
-            return self.out(self.dropout(states))  # (B, T, K)
+            logits = self.out(self.dropout(states))  # (B, T, K)
+        return logits if select is None else logits[select]  # (B, T, K) or (M, K)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         """The trained part (BiLSTM + output layer), saved beside the HF-layout encoder."""

@@ -70,21 +70,25 @@ def predict_words(model: nn.Module, sentences: list[Sentence], tokenizer, labels
         batch = collate([windows[i] for i in index], tokenizer.pad_id)
         input_ids = batch["input_ids"].to(device)
         attention_mask = batch["attention_mask"].to(device)
-        with _autocast(device, precision):
-            logits = model(input_ids, attention_mask)  # (B, T, K)
-        logits = logits.float()
+        word_ids, gold = batch["word_ids"].to(device), batch["labels"].to(device).clamp_min(0)  # (B, T) each
         if isinstance(model, CRFTagger):
-            word_ids = batch["word_ids"].to(device)
+            with _autocast(device, precision):
+                logits = model(input_ids, attention_mask).float()  # (B, T, K)
             packed, mask, positions = first_piece_view(logits, word_ids)
             preds = torch.zeros(word_ids.shape, dtype=torch.long, device=device)  # (B, T)
             rows = mask[:, 0]  # windows that own no word stay out of the CRF
             if rows.any():
                 decoded = model.crf.decode(packed[rows], mask[rows]).clamp_min(0)  # (B', W)
                 preds[rows] = preds[rows].scatter(1, positions[rows], decoded)
-        else:
-            preds = logits.argmax(-1)  # (B, T)
-        gold = batch["labels"].to(device)
-        losses = F.cross_entropy(logits.transpose(1, 2), gold.clamp_min(0), reduction="none")  # (B, T)
+            losses = F.cross_entropy(logits.transpose(1, 2), gold, reduction="none")  # (B, T)
+        else:  # logits at the owned first pieces only, the positions stitch reads
+            owned = word_ids >= 0  # (B, T)
+            with _autocast(device, precision):
+                logits = model(input_ids, attention_mask, select=owned).float()  # (M, K)
+            preds = torch.zeros(owned.shape, dtype=torch.long, device=device)  # (B, T)
+            losses = torch.zeros(owned.shape, device=device)  # (B, T)
+            preds[owned] = logits.argmax(-1)
+            losses[owned] = F.cross_entropy(logits, gold[owned], reduction="none")
         for row, loss_row, i in zip(preds.cpu().tolist(), losses.cpu().tolist(), index):
             window_preds[i], window_losses[i] = row, loss_row
     model.train(was_training)

@@ -121,6 +121,41 @@ def test_predictions_come_back_one_per_word_through_windows(ner_root):
         assert p == [LABELS.tag(table[first[w]]) for w in range(len(s.words))]
 
 
+class FullThenIndex(nn.Module):
+    """The model's full (B, T, K) logits, indexed afterwards: what ``select`` must equal."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, select=None):
+        logits = self.model(input_ids, attention_mask)  # (B, T, K)
+        return logits if select is None else logits[select]
+
+
+def test_predictions_with_the_encoders_selection_equal_the_full_logits(ner_root):
+    """predict_words asks our encoder for the owned first pieces only (its last layer skips the
+    rest): the same tag and the same loss per word as from the full logits, windows included."""
+    from models.encoder import XLMRConfig
+    from models.heads import XLMRForTokenClassification
+    from tasks.ner import predict_words
+
+    config = XLMRConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=80)
+    torch.manual_seed(0)
+    model = XLMRForTokenClassification(config, K)
+    model.init_weights()
+    torch.nn.init.normal_(model.classifier.weight)  # tags that differ from word to word
+    sents = _sentences(seed=3)  # with 60-word sentences: several windows
+    args = (ChunkTokenizer(), LABELS, _cfg(ner_root).data, 3, "fp32")
+    tags, losses = predict_words(model, sents, *args)
+    want_tags, want_losses = predict_words(FullThenIndex(model), sents, *args)
+    assert tags == want_tags and len({t for row in tags for t in row}) > 1
+    assert [len(r) for r in losses] == [len(s.words) for s in sents]
+    torch.testing.assert_close(torch.tensor([x for r in losses for x in r]),
+                               torch.tensor([x for r in want_losses for x in r]), rtol=1e-5, atol=1e-5)
+
+
 def test_evaluate_reports_dev_f1_and_keeps_no_weights(ner_root):
     cfg = _cfg(ner_root)
     task = NERTask(cfg, ChunkTokenizer(), LABELS)
