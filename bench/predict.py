@@ -5,8 +5,9 @@
 
 Ours: tasks.ner.predict_words (the public API evaluate.py --predict uses): words -> windows of at
 most 128 pieces (longer sentences cut with overlap, each word owned by one window), length-
-bucketed batches of 32, the encoder skipping pads on the CPU, autocast in the given precision,
-argmax, stitched back to one tag per word.
+bucketed batches of 32, the encoder skipping pads on the CPU and running its last layer's queries
+and FFN on the owned first pieces only, autocast in the given precision, argmax, stitched back to
+one tag per word.
 Reference: what a transformers user writes: XLMRobertaTokenizerFast(is_split_into_words=True,
 truncation at 128, padding to the longest of the batch), batches of 32 in corpus order,
 XLMRobertaForTokenClassification (sdpa) under the same autocast, argmax, and the word-level
@@ -18,7 +19,8 @@ with the mini tokenizer (runs/mini_pretrain/model if it exists, else random weig
 config with runs/mini_pretrain/tokenizer -- throughput does not depend on the values). Sentences:
 the first N/5 of each PAN-X test file (de, en, es, nl, ru). Repetitions alternate the order;
 median sentences/s and the ratio ours / reference. Roofline: model FLOPs of the forward on the
-real tokens (bench/flops.py) over the measured GEMM peak of the precision (bench/matmul.py).
+real tokens, the last layer's queries on the owned first pieces (the useful work, bench/flops.py),
+over the measured GEMM peak of the precision (bench/matmul.py).
 """
 from __future__ import annotations
 
@@ -109,10 +111,12 @@ def reference_predict(model, hf_tok, sentences, id2tag, batch_size: int, max_len
     return out
 
 
-def forward_flops(size: dict, lengths: list[int], batch_size: int, num_labels: int) -> int:
-    """Model FLOPs of the forward over windows of these lengths (real tokens only)."""
-    return step_flops(size["hidden_size"], size["num_hidden_layers"], size["intermediate_size"], lengths,
-                      ("classifier", num_labels))["total"]
+def forward_flops(size: dict, windows, num_labels: int) -> int:
+    """Model FLOPs of the forward over these windows: real tokens only, the last layer's queries on
+    the owned first pieces, the ones a word's tag is read from (bench/flops.py)."""
+    return step_flops(size["hidden_size"], size["num_hidden_layers"], size["intermediate_size"],
+                      [len(w) for w in windows], ("classifier", num_labels),
+                      selected=[sum(i >= 0 for i in w.word_ids) for w in windows])["total"]
 
 
 def main() -> None:
@@ -136,12 +140,12 @@ def main() -> None:
     n_words = sum(len(s.words) for s in sentences)
     windows = build_windows(sentences, tokenizer, labels, data_cfg.max_length, data_cfg.stride)
     long = len(windows) - len(sentences)  # every sentence has one window, a long one more
-    flops = forward_flops(size, [len(w) for w in windows], args.batch_size, len(labels))
+    flops = forward_flops(size, windows, len(labels))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, fast bf16 (amx/avx512_bf16): "
           f"{cpu_supports_bf16()}; model: {source}")
     print(f"{len(sentences):,} PAN-X test sentences ({', '.join(LANGS)}), {n_words:,} words, {len(windows):,} windows "
           f"of <= {data_cfg.max_length} pieces ({long} extra windows from long sentences), batch {args.batch_size}; "
-          f"{flops / 1e9:.1f} GFLOP of forward on the real tokens")
+          f"{flops / 1e9:.1f} GFLOP of forward on the real tokens (the last layer on the owned first pieces)")
     for precision in args.precisions.split(","):
         peak = gemm_peak(precision)
         times = {"ours": [], "ref": []}
