@@ -268,7 +268,7 @@ class SelfAttention(nn.Module):
             ctx = manual_attention(q, k, v, key_mask, p, self.training)  # (B, N, T, D)
         ctx = ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, H)
         if queries is not None or packing is not None:
-            ctx = (queries or packing).pack(ctx)  # (M, H) or (R, H)
+            ctx = (packing if queries is None else queries).pack(ctx)  # (R, H) or (M, H)
         # Trap: post-LN -- the norm comes after the residual sum.
         return self.norm(x + self.dropout(self.out(ctx)))  # x's shape
 
@@ -370,8 +370,8 @@ class XLMREncoder(nn.Module):
             # layers and norms (~95% of the work) run on the R real tokens only; attention alone
             # sees the padded (B, T) layout.
             mask = torch.ones_like(input_ids, dtype=torch.bool) if mask is None else mask
-            key_mask = None if bool(mask.all()) else mask[:, None, None, :]  # (B, 1, 1, T)
             packing = Packing(mask)
+            key_mask = None if packing.index.numel() == mask.numel() else mask[:, None, None, :]  # (B, 1, 1, T)
             queries = None if select is None else packing.subset(select.bool())
             x = packing.pack(x)  # (R, H)
         last = len(self.layers) - 1
