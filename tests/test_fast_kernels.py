@@ -110,3 +110,37 @@ def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
     assert y.dtype == torch.bfloat16 and "OneDnn" not in type(y.grad_fn).__name__
     assert layer(torch.randn(0, 16)).shape == (0, 8)  # no real tokens in a packed batch
     assert torch.equal(layer(torch.zeros(2, 16)), layer.bias.detach().expand(2, 8))
+
+
+CACHE_PROBE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+import models.encoder  # sets ONEDNN_PRIMITIVE_CACHE_CAPACITY unless the caller did
+w = torch.ones(8, 8)
+for _ in range(2):  # 1,100 shapes, twice: with a cache of 1,024 (oneDNN's default) the LRU cycles
+    for rows in range(1, 1101):
+        torch.ops.mkldnn._linear_pointwise(torch.ones(rows, 8), w, None, "none", [], "")
+    print("PASS", flush=True)
+"""
+
+
+@pytest.mark.skipif(not enc.ONEDNN_LINEAR, reason="torch built without oneDNN")
+@pytest.mark.parametrize("capacity", [None, "1024"])
+def test_onednn_cache_keeps_the_primitives_of_many_shapes(tmp_path, capacity):
+    """After importing models.encoder, a second pass over 1,100 shapes finds every oneDNN primitive in
+    the cache (the first pass made them); a capacity the user sets (here oneDNN's default) is kept."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env.update(ONEDNN_VERBOSE="profile_create", OMP_NUM_THREADS="1")
+    if capacity:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = capacity
+    out = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(Path(__file__).resolve().parents[1])],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    second = out.split("PASS")[1]  # oneDNN's verbose lines of the second pass
+    misses, hits = second.count("create:cache_miss"), second.count("create:cache_hit")
+    assert misses + hits == 1100
+    assert (misses, hits) == ((0, 1100) if capacity is None else (1100, 0))
