@@ -1,6 +1,11 @@
 """models.encoder's CPU training kernels: fast_dropout is a dropout (rate, scale, gradient), the
-manual attention it trains with on the CPU gives sdpa's numbers, and the oneDNN fp32 Linear gives
-torch's linear's numbers and gradients."""
+manual attention it trains with on the CPU gives sdpa's numbers, the oneDNN fp32 Linear gives
+torch's linear's numbers and gradients, and oneDNN's primitive cache holds more shapes than its default."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,10 +135,6 @@ for _ in range(2):  # 1,100 shapes, twice: with a cache of 1,024 (oneDNN's defau
 def test_onednn_cache_keeps_the_primitives_of_many_shapes(tmp_path, capacity):
     """After importing models.encoder, a second pass over 1,100 shapes finds every oneDNN primitive in
     the cache (the first pass made them); a capacity the user sets (here oneDNN's default) is kept."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     env.update(ONEDNN_VERBOSE="profile_create", OMP_NUM_THREADS="1")
     if capacity:
