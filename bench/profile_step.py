@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.flops import flops_of_batch, phase_summary  # noqa: E402
+from bench.flops import phase_summary  # noqa: E402
 from bench.matmul import gemm_peak  # noqa: E402
-from bench.train_step import BASE, NUM_LABELS, SMALL, Ours, build_our_model, make_batch  # noqa: E402
+from bench.train_step import BASE, SMALL, Ours, batch_flops, build_our_model, make_batch  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.profiler import Profiler  # noqa: E402
 from models import encoder  # noqa: E402
@@ -82,7 +82,7 @@ def main() -> None:
     ours.model.train()
     batch = make_batch(B, T, size["vocab_size"], seed=B * T)
     peak = gemm_peak(args.precision)
-    flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
+    flops = batch_flops(size, batch)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; H{size['hidden_size']} "
           f"L{size['num_hidden_layers']}, {args.shape}, {args.precision}, {int(batch['attention_mask'].sum())} real "
           f"tokens; {flops['total'] / 1e9:.1f} GFLOP per step ({phase_summary(flops)}); measured {args.precision} "

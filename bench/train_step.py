@@ -69,6 +69,12 @@ class TokenTask:
         return F.cross_entropy(logits, batch["labels"][labelled], reduction="sum")
 
 
+def batch_flops(size: dict, batch: dict) -> dict:
+    """The useful FLOPs (fwd + bwd, bench/flops.py) of one step on a make_batch batch: real tokens,
+    the last layer's queries on the labelled positions the loss reads."""
+    return flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
+
+
 def make_models(size: dict):
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
 
@@ -239,7 +245,7 @@ def print_row(precision, B, T, t, n_active, size: dict | None = None) -> None:
     roof = ""
     if size is not None and precision in PEAKS:
         batch = make_batch(B, T, size["vocab_size"], seed=B * T)
-        flops = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
+        flops = batch_flops(size, batch)
         per_token = flops["total"] / flops["tokens"]
         ours, ref = per_token * t["ours_wall"] / 1e9, per_token * t["ref_wall"] / 1e9
         roof = f"   {ours:6.0f} ({100 * ours / PEAKS[precision]:3.0f}%) {ref:6.0f} ({100 * ref / PEAKS[precision]:3.0f}%)"
@@ -279,7 +285,7 @@ def main() -> None:
           + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in PEAKS.items()))
     for B, T in shapes:
         batch = make_batch(B, T, size["vocab_size"], seed=B * T)
-        f = flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
+        f = batch_flops(size, batch)
         print(f"  {B}x{T}: {f['total'] / 1e9:.1f} GFLOP per step (fwd+bwd; the last layer on the labelled "
               f"positions the loss reads), {phase_summary(f)}")
     print("tokens/s (median); cpu = by process CPU time, wall = by wall clock; ratio = ours / ref;")
