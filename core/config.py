@@ -33,6 +33,7 @@ import yaml
 
 
 @dataclass
+import reprlib
 class ModelConfig:
     name_or_path: str = "xlm-roberta-base"  # hub name or local folder in the HF layout
     head: Literal["linear", "crf", "bilstm_crf"] = "linear"  # crf: a CRF over first-piece positions;
@@ -309,9 +310,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     if path is not None:
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            data = path.read_bytes()
+        except OSError as err:
+            raise ConfigError(f"{path}: cannot read ({err.strerror or err})") from None
+        raw = load_yaml(data, str(path)) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
         _merge(cfg, raw, where=str(path))
@@ -320,18 +322,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ConfigError(f"override {item!r}: expected key.sub=value")
+            raise ConfigError(f"{where}: expected key.sub=value")
         try:
-            value = yaml.safe_load(text) if text else ""
-        except yaml.YAMLError as err:  # one line, not a YAML traceback
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise ConfigError(f"override {item!r}: {text!r} is not a YAML value ({problem}); "
+            value = load_yaml(text, "", strict=False) if text else ""
+        except ConfigError as err:  # one line, not a YAML traceback
+            raise ConfigError(f"{where}: {_short(text)} is not a YAML value ({err}); "
                               f"quote it if it is meant as a string") from None
         nested: Any = value
-        for part in reversed(key.strip().split(".")):
+        for part in reversed(parts):
             nested = {part: nested}
-        _merge(cfg, nested, where=f"override {item!r}")
+        _merge(cfg, nested, where=where)
     validate(cfg, where=str(path) if path is not None else "config")
+        where = f"override {_short(item)}"
     return cfg
 
 
@@ -340,6 +342,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 _RULES = [
     ("train.lr", lambda v: v >= 0, ">= 0"),
     ("train.max_steps", lambda v: v >= 0, ">= 0 (0 = from train.epochs)"),
+        parts, value = _into_mapping(cfg, key.strip().split("."), value, where)
     ("train.batch_size", lambda v: v >= 1, ">= 1"),
     ("train.accum_steps", lambda v: v >= 1, ">= 1"),
     ("train.log_every", lambda v: v >= 1, ">= 1"),
@@ -376,7 +379,7 @@ def validate(cfg: Config, where: str = "config") -> None:
         section, _, key = dotted.partition(".")
         value = getattr(getattr(cfg, section), key)
         if not ok(value):
-            raise ConfigError(f"{where}: {dotted!r} must be {must}, got {value!r}")
+            raise ConfigError(f"{where}: {dotted!r} must be {must}, got {_short(value)}")
     t = cfg.train
     if t.max_steps == 0 and t.epochs <= 0:
         raise ConfigError(f"{where}: 'train.epochs' must be > 0 when train.max_steps is 0, got {t.epochs!r}")
@@ -384,10 +387,11 @@ def validate(cfg: Config, where: str = "config") -> None:
         raise ConfigError(f"{where}: 'data.stride' must be in [0, data.max_length - 2), got {cfg.data.stride!r}")
     if t.name and (not _NAME.fullmatch(t.name) or ".." in t.name):
         raise ConfigError(f"{where}: 'train.name' must be one folder name (letters, digits, . _ + = -, not "
-                          f"starting with a dot, no path separators), got {t.name!r}")
+                          f"starting with a dot, no path separators), got {_short(t.name)}")
     for _, field_name, spec, conversion in string.Formatter().parse(t.out_dir):
         if field_name is not None and (field_name != "name" or spec or conversion):
-            raise ConfigError(f"{where}: 'train.out_dir' may hold only the placeholder {{name}}, got {t.out_dir!r}")
+            raise ConfigError(f"{where}: 'train.out_dir' may hold only the placeholder {{name}}, "
+                              f"got {_short(t.out_dir)}")
 
 
 def to_dict(cfg: Config) -> dict:
@@ -418,7 +422,7 @@ def _check_type(value: Any, hint: Any, dotted: str, where: str) -> Any:
         allowed = typing.get_args(hint)
         if any(value == a and type(value) is type(a) for a in allowed):
             return value
-        raise ConfigError(f"{where}: {dotted!r} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        raise ConfigError(f"{where}: {dotted!r} must be one of {', '.join(map(repr, allowed))}; got {_short(value)}")
     if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:  # YAML 1.1 reads 3 as int and 1e-4 (no dot) as a string
             number = float(value)
@@ -426,11 +430,11 @@ def _check_type(value: Any, hint: Any, dotted: str, where: str) -> Any:
             number = None
         if number is not None:
             if not math.isfinite(number):  # nan / inf (YAML .nan, .inf, or the strings) are never a setting
-                raise ConfigError(f"{where}: {dotted!r} must be a finite number, got {value!r}")
+                raise ConfigError(f"{where}: {dotted!r} must be a finite number, got {_short(value)}")
             return number
     if origin in (list, dict):
         if not isinstance(value, origin):
-            raise ConfigError(f"{where}: {dotted!r} must be a {origin.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: {dotted!r} must be a {origin.__name__}, got {_short(value)}")
         args = typing.get_args(hint)
         if origin is list:
             return [_check_type(v, args[0], f"{dotted}[{i}]", where) for i, v in enumerate(value)]
@@ -442,11 +446,17 @@ def _check_type(value: Any, hint: Any, dotted: str, where: str) -> Any:
                 return _check_type(value, arm, dotted, where)
             except ConfigError:
                 pass
-        raise ConfigError(f"{where}: {dotted!r} has the wrong type: {value!r}")
+        raise ConfigError(f"{where}: {dotted!r} has the wrong type: {_short(value)}")
     if hint is type(None):
         if value is None:
             return value
     elif isinstance(hint, type) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
         return value
     name = getattr(hint, "__name__", str(hint))
-    raise ConfigError(f"{where}: {dotted!r} must be {name}, got {value!r}")
+    raise ConfigError(f"{where}: {dotted!r} must be {name}, got {_short(value)}")
+    ("data.train_langs", lambda v: len(v) >= 1, "at least one language"),
+    ("data.mix", lambda v: all(share > 0 for share in v.values()), "shares > 0 (a language -> its share)"),
+    strays = [lang for lang in cfg.data.mix if lang not in cfg.data.train_langs]
+    if strays:
+        raise ConfigError(f"{where}: 'data.mix' names {', '.join(map(repr, strays))}, not in data.train_langs "
+                          f"{cfg.data.train_langs}")
