@@ -85,3 +85,93 @@ def test_unknown_task_names_the_registered_ones(tmp_path, capsys):
     assert train.main([str(path)]) == 2
     err = capsys.readouterr().err
     assert "'task' must be one of 'ner', 'mlm'" in err and "got 'nerr'" in err
+
+
+def test_dotted_override_into_a_mapping_sets_one_key_and_braces_replace():
+    default = load_config().data.layout
+    cfg = load_config(None, ["data.layout.pl=panx/{lang}/{split}.conllu"])
+    assert cfg.data.layout == {**default, "pl": "panx/{lang}/{split}.conllu"}
+    assert cfg.data.layout["fr"] == "wikineural/{lang}/{split}.conllu"  # the other languages are kept
+    assert load_config(None, ["data.layout={pl: 'x/{lang}/{split}'}"]).data.layout == {"pl": "x/{lang}/{split}"}
+    pairs = load_config(None, ["align.train_pairs.es-de=[a.es, a.de]"]).align.train_pairs
+    assert pairs["es-de"] == ["a.es", "a.de"] and "en-de" in pairs
+    assert load_config(None, ["data.carve_sizes.test=10"]).data.carve_sizes == {"test": 10, "dev": 2000}
+    with pytest.raises(ConfigError, match=r"'data.carve_sizes.test' must be int"):
+        load_config(None, ["data.carve_sizes.test=x"])
+    with pytest.raises(ConfigError, match=r"'data.layout.pl' is one value of the mapping 'data.layout'"):
+        load_config(None, ["data.layout.pl.x=3"])
+    with pytest.raises(ConfigError, match=r"'train.lr' is a single value"):
+        load_config(None, ["train.lr.x=3"])
+
+
+def test_a_duplicate_yaml_key_names_the_file_and_both_lines(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text("train:\n  lr: 1.0e-4\n  epochs: 2\n  lr: 3.0e-5\n")
+    with pytest.raises(ConfigError, match=r"x.yaml:4: duplicate key 'lr' \(first given on line 2\)"):
+        load_config(path)
+    path.write_text("base: &b {lr: 1.0}\ntrain:\n  <<: *b\n  lr: 2.0\n")  # a merge key may be overridden
+    with pytest.raises(ConfigError, match=r"unknown key 'base'"):  # gets past the loader to the schema
+        load_config(path)
+
+
+def _alias_bomb(depth: int) -> str:
+    """~600 bytes that stand for 9 ** depth strings, nested under train.lr."""
+    names = "abcdefghijklmnop"
+    lines = ["    - &a [" + ",".join(['"lol"'] * 9) + "]"]
+    lines += [f"    - &{names[i]} [" + ",".join([f"*{names[i - 1]}"] * 9) + "]" for i in range(1, depth)]
+    return "train:\n  lr:\n" + "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path):
+    import time
+    import tracemalloc
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(9))
+    assert len(path.read_bytes()) < 700
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb.yaml:\d+: YAML aliases expand to more than 100,000 values") as err:
+        load_config(path)
+    seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seconds < 1.0 and peak < 20e6 and len(str(err.value)) < 300
+    path.write_text("train: &t\n  lr: *t\n")
+    with pytest.raises(ConfigError, match=r"an? YAML alias that contains itself"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"expand to more than"):  # the same through an override
+        load_config(None, ["train.lr=" + "[" + _alias_bomb(9).split("\n", 2)[2].replace("\n    - ", ", ")
+                           .removeprefix("    - ").rstrip() + "]"])
+
+
+def test_a_small_aliased_value_is_quoted_short_in_the_error(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(_alias_bomb(4))  # 9 ** 4 strings: below the limit, so the schema sees it
+    with pytest.raises(ConfigError, match=r"'train.lr' must be float, got \[\[") as err:
+        load_config(path)
+    assert len(str(err.value)) < 300
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", r"x.yaml:1: not UTF-8 text \(byte 0x89\)"),
+    (b"train:\n  lr: \x00\x01", r"x.yaml:2: a NUL byte"),
+    (b"train:\n  name: caf\xe9\n", r"x.yaml:2: not UTF-8 text \(byte 0xe9\)"),
+    (b"train: [\n", r"x.yaml:2: not valid YAML")])
+def test_a_binary_or_broken_config_file_is_one_named_line(tmp_path, content, message):
+    path = tmp_path / "x.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.mix={de: -1}", r"'data.mix' must be shares > 0"),
+    ("data.mix={de: 0}", r"'data.mix' must be shares > 0"),
+    ("data.mix={fr: 1.0}", r"'data.mix' names 'fr', not in data.train_langs"),
+    ("data.train_langs=[]", r"'data.train_langs' must be at least one language")])
+def test_training_languages_and_mix_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+    assert load_config(None, ["data.train_langs=[de, fr]", "data.mix={de: 0.7, fr: 0.3}"]).data.mix == \
+        {"de": 0.7, "fr": 0.3}
