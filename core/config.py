@@ -12,6 +12,17 @@ value ranges (``_RULES``: lr >= 0, accum_steps >= 1, ...), the run name (one fol
 ``out_dir`` (no placeholder but ``{name}``); every error is a ConfigError naming the key.
 New sections may use ``Literal`` fields and append rules to ``_RULES``.
 
+A dotted override that goes into a mapping field sets one key and keeps the others
+(``data.layout.pl=panx/{lang}/{split}.conllu`` adds Polish beside the default languages);
+giving the mapping itself replaces it whole (``data.layout={pl: panx/{lang}/{split}.conllu}``).
+In a YAML file, a mapping field's value replaces the default mapping likewise.
+
+YAML is read by a strict loader: a key given twice in one mapping is an error naming the file
+and both lines; aliases may not refer to themselves, nor expand to more than
+``MAX_YAML_VALUES`` values (a small file of nested aliases can stand for billions); a file
+that is not UTF-8 is an error naming its line. Values quoted in error messages are cut to
+about 200 characters.
+
 Each section belongs to one part of the project: ``model`` (encoder and head),
 ``data`` (NER files, windows, sampling), ``train`` (the loop), ``profile``,
 ``mlm`` (pretraining the mini model), ``bilstm`` and ``mapping`` (zero-resource NER).
@@ -22,6 +33,7 @@ import dataclasses
 import difflib
 import math
 import re
+import reprlib
 import string
 import types
 import typing
@@ -33,7 +45,6 @@ import yaml
 
 
 @dataclass
-import reprlib
 class ModelConfig:
     name_or_path: str = "xlm-roberta-base"  # hub name or local folder in the HF layout
     head: Literal["linear", "crf", "bilstm_crf"] = "linear"  # crf: a CRF over first-piece positions;
@@ -321,6 +332,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             cfg.train.name = path.stem
     for item in overrides:
         key, sep, text = item.partition("=")
+        where = f"override {_short(item)}"
         if not sep:
             raise ConfigError(f"{where}: expected key.sub=value")
         try:
@@ -328,13 +340,129 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         except ConfigError as err:  # one line, not a YAML traceback
             raise ConfigError(f"{where}: {_short(text)} is not a YAML value ({err}); "
                               f"quote it if it is meant as a string") from None
+        parts, value = _into_mapping(cfg, key.strip().split("."), value, where)
         nested: Any = value
         for part in reversed(parts):
             nested = {part: nested}
         _merge(cfg, nested, where=where)
     validate(cfg, where=str(path) if path is not None else "config")
-        where = f"override {_short(item)}"
     return cfg
+
+
+def _into_mapping(cfg: Config, parts: list[str], value: Any, where: str) -> tuple[list[str], Any]:
+    """A dotted key that goes past a mapping field (``data.layout.pl``) sets that one key: returns
+    the path to the field and the field's mapping with the key set; other keys are returned as given."""
+    node: Any = cfg
+    for i, part in enumerate(parts[:-1]):
+        if not dataclasses.is_dataclass(node) or part not in {f.name for f in dataclasses.fields(node)}:
+            return parts, value  # _merge names the unknown key
+        node = getattr(node, part)
+        if isinstance(node, dict):
+            rest = parts[i + 1:]
+            if len(rest) > 1:
+                raise ConfigError(f"{where}: {'.'.join(parts[:i + 2])!r} is one value of the mapping "
+                                  f"{'.'.join(parts[:i + 1])!r}, not a mapping itself")
+            return parts[:i + 1], {**node, rest[0]: value}
+        if not dataclasses.is_dataclass(node):
+            raise ConfigError(f"{where}: {'.'.join(parts[:i + 1])!r} is a single value, not a section or mapping")
+    return parts, value
+
+
+# A config is a few hundred values; nested aliases could make a small file stand for billions.
+MAX_YAML_VALUES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # merge keys (<<) may be overridden by explicit keys, as YAML intends
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise ConfigError(f"{{name}}{key_node.start_mark.line + 1}: duplicate key {_short(key)} "
+                                      f"(first given on line {seen[key] + 1})")
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(data: bytes | str, name: str, strict: bool = True) -> Any:
+    """One YAML document through the strict loader; every problem is a one-line ConfigError that
+    starts with ``name`` (and the line where known). ``strict=False`` gives the bare reason."""
+    prefix = f"{name}:" if name else "line "
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1
+            raise ConfigError(f"{prefix}{line}: not UTF-8 text (byte 0x{data[err.start]:02x}); "
+                              f"a config is a YAML text file") from None
+    if "\0" in data:
+        line = data.count("\n", 0, data.index("\0")) + 1
+        raise ConfigError(f"{prefix}{line}: a NUL byte: binary data, not YAML text")
+    loader = None
+    try:
+        loader = _StrictLoader(data)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    except ConfigError as err:
+        raise ConfigError(str(err).replace("{name}", prefix)) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        line = mark.line + 1 if mark is not None else \
+            data.count("\n", 0, err.position) + 1 if isinstance(err, yaml.reader.ReaderError) else None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if not strict:
+            raise ConfigError(problem) from None
+        at = f"{prefix}{line}:" if line is not None else prefix
+        raise ConfigError(f"{at} not valid YAML: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expansion(root) -> None:
+    """Refuse a document whose aliases refer to themselves or expand past MAX_YAML_VALUES values,
+    before anything is built: each node's expanded size once, shared nodes memoised."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise ConfigError(f"{{name}}{node.start_mark.line + 1}: a YAML alias that contains itself")
+        active.add(key)
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else \
+            node.value if isinstance(node, yaml.SequenceNode) else []
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                raise ConfigError(f"{{name}}{node.start_mark.line + 1}: YAML aliases expand to more than "
+                                  f"{MAX_YAML_VALUES:,} values; a config holds settings, not data")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 160, 80
+
+
+def _short(value: Any, limit: int = 200) -> str:
+    """repr() of a value for an error message, cut to about ``limit`` characters whatever its size."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # (dotted key, test, what it must be): checked at load, after the overrides, so a bad value stops
@@ -342,7 +470,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
 _RULES = [
     ("train.lr", lambda v: v >= 0, ">= 0"),
     ("train.max_steps", lambda v: v >= 0, ">= 0 (0 = from train.epochs)"),
-        parts, value = _into_mapping(cfg, key.strip().split("."), value, where)
     ("train.batch_size", lambda v: v >= 1, ">= 1"),
     ("train.accum_steps", lambda v: v >= 1, ">= 1"),
     ("train.log_every", lambda v: v >= 1, ">= 1"),
@@ -360,6 +487,8 @@ _RULES = [
     ("data.max_test_sentences", lambda v: v >= 0, ">= 0 (0 = all)"),
     ("data.max_length", lambda v: v >= 3, ">= 3 (two special tokens and one piece)"),
     ("data.fewshot_sizes", lambda v: all(n >= 0 for n in v), "sizes >= 0 (0: the zero-shot reference)"),
+    ("data.train_langs", lambda v: len(v) >= 1, "at least one language"),
+    ("data.mix", lambda v: all(share > 0 for share in v.values()), "shares > 0 (a language -> its share)"),
     ("mlm.mask_prob", lambda v: 0 < v < 1, "in (0, 1)"),
     ("mlm.pieces_budget", lambda v: v >= 0, ">= 0"),
     ("mlm.time_budget_minutes", lambda v: v >= 0, ">= 0 (0 = no limit)"),
@@ -383,6 +512,10 @@ def validate(cfg: Config, where: str = "config") -> None:
     t = cfg.train
     if t.max_steps == 0 and t.epochs <= 0:
         raise ConfigError(f"{where}: 'train.epochs' must be > 0 when train.max_steps is 0, got {t.epochs!r}")
+    strays = [lang for lang in cfg.data.mix if lang not in cfg.data.train_langs]
+    if strays:
+        raise ConfigError(f"{where}: 'data.mix' names {', '.join(map(repr, strays))}, not in data.train_langs "
+                          f"{cfg.data.train_langs}")
     if not 0 <= cfg.data.stride < cfg.data.max_length - 2:
         raise ConfigError(f"{where}: 'data.stride' must be in [0, data.max_length - 2), got {cfg.data.stride!r}")
     if t.name and (not _NAME.fullmatch(t.name) or ".." in t.name):
@@ -454,9 +587,3 @@ def _check_type(value: Any, hint: Any, dotted: str, where: str) -> Any:
         return value
     name = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"{where}: {dotted!r} must be {name}, got {_short(value)}")
-    ("data.train_langs", lambda v: len(v) >= 1, "at least one language"),
-    ("data.mix", lambda v: all(share > 0 for share in v.values()), "shares > 0 (a language -> its share)"),
-    strays = [lang for lang in cfg.data.mix if lang not in cfg.data.train_langs]
-    if strays:
-        raise ConfigError(f"{where}: 'data.mix' names {', '.join(map(repr, strays))}, not in data.train_langs "
-                          f"{cfg.data.train_langs}")
