@@ -54,6 +54,11 @@ class RelationExample:
     source: str = ""
 
 
+def type_pair(ex: RelationExample) -> str:
+    """"SUBJTYPE-OBJTYPE" ("-" for an untyped entity): the key of the type constraint and its scores."""
+    return f"{ex.subj.type or '-'}-{ex.obj.type or '-'}"
+
+
 def check_example(ex: RelationExample, types: tuple[str, ...] | None, labels: list[str] | None) -> None:
     """Raise ValueError (without the file/row, the caller adds them) if the example is inconsistent."""
     for role, e in (("subject", ex.subj), ("object", ex.obj)):

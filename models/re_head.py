@@ -6,7 +6,8 @@ Legend: B examples, T subword positions, H hidden, F pooled features, K relation
     logits = model(input_ids, attention_mask, subj_marker, obj_marker, subj_mask, obj_mask)  # (B, K)
 
 The MLP is Zhou & Chen's: Linear(F, H) -> ReLU -> dropout -> Linear(H, K), the same for every
-pooling (for [CLS], F = H), so the ablation changes one thing at a time.
+pooling (for [CLS], F = H), so the ablation changes one thing at a time. The decoding of its logits
+(type constraint, prior offset, temperature) is models/re_decoding.py.
 """
 from __future__ import annotations
 
@@ -53,50 +54,6 @@ class RelationClassifier(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
 
 
-# ---- decoding: type constraint, no_relation prior offset, temperature ---------------------------
-def allowed_relations(pairs: list[str], labels: list[int], num_labels: int, no_relation: int = 0) -> dict:
-    """{type pair: (K,) bool}: the relations seen with that (subject type, object type) pair in training.
-    no_relation is always allowed; a pair never seen in training allows everything (see apply_constraint)."""
-    table: dict[str, torch.Tensor] = {}
-    for pair, label in zip(pairs, labels):
-        row = table.setdefault(pair, torch.zeros(num_labels, dtype=torch.bool))
-        row[label] = True
-    for row in table.values():
-        row[no_relation] = True
-    return table
-
-
-def apply_constraint(logits: torch.Tensor, pairs: list[str], table: dict) -> torch.Tensor:
-    """logits (B, K) with the relations the pair never took in training set to -inf."""
-    allowed = torch.stack([table.get(p, torch.ones(logits.size(1), dtype=torch.bool)) for p in pairs])  # (B, K)
-    return logits.masked_fill(~allowed.to(logits.device), float("-inf"))
-
-
-def with_prior_offset(logits: torch.Tensor, offset: float, no_relation: int = 0) -> torch.Tensor:
-    """logits (B, K) with ``offset`` added to the no_relation column (negative: predict relations more often)."""
-    out = logits.clone()
-    out[:, no_relation] += offset
-    return out
-
-
-def tune_prior_offset(logits: torch.Tensor, gold: torch.Tensor, score, grid=None, no_relation: int = 0) -> float:
-    """The offset of the grid with the best score(gold, pred) on held-out (dev) logits; ties go to the
-    offset nearest 0."""
-    grid = grid if grid is not None else [x / 4 for x in range(-24, 25)]  # -6 .. 6 in steps of 0.25
-    best = max(grid, key=lambda b: (score(gold, with_prior_offset(logits, b, no_relation).argmax(-1)), -abs(b)))
-    return float(best)
-
-
-def fit_temperature(logits: torch.Tensor, gold: torch.Tensor) -> float:
-    """The temperature T minimising the NLL of softmax(logits / T) on held-out logits (a log-spaced grid
-    0.25 .. 8, then a finer one around the best point): deterministic, no optimiser state."""
-    logits = logits.float()
-    finite = torch.where(torch.isfinite(logits), logits, torch.full_like(logits, -1e4))
-
-    def nll(t: float) -> float:
-        return float(torch.nn.functional.cross_entropy(finite / t, gold))
-
-    grid = torch.logspace(-2, 3, 41, base=2.0).tolist()  # 0.25 .. 8
-    best = min(grid, key=nll)
-    fine = (best * torch.logspace(-0.125, 0.125, 21, base=2.0)).tolist()
-    return float(min(fine, key=nll))
+# The decoding helpers live in models/re_decoding.py; these names stay importable from here.
+from models.re_decoding import (allowed_relations, apply_constraint, fit_temperature,  # noqa: E402,F401
+                                tune_prior_offset, with_prior_offset)
