@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from core.catalog import resolve_config
 from core.config import ConfigError, load_config
 from core.distributed import is_main_process
 
@@ -49,19 +50,32 @@ def run_dir_for(cfg) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="YAML file (configs/*.yaml)")
+    parser.add_argument("config", nargs="?", help="YAML file, or a bare name in configs/ (tiny_ner)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.lr=3e-5")
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--resume-force", action="store_true",
                         help="--resume even if training settings differ from last.pt's (they are listed)")
+    parser.add_argument("--list", action="store_true", help="list the configs: header line, what each needs first")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the merged config (defaults < YAML < overrides) as YAML; nothing is run")
     args = parser.parse_intermixed_args(argv)  # --resume before or after the overrides
+    if args.list:
+        return print_config_list()
+    if args.config is None:
+        parser.error("give a config (a YAML file or a name in configs/; --list shows them)")
 
     from core.checkpoint import CheckpointError, NonFiniteError
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(resolve_config(args.config), args.overrides)
         if cfg.task not in TASKS:
             raise ConfigError(f"{args.config}: 'task' must be one of {', '.join(map(repr, TASKS))}; got {cfg.task!r}")
+        if args.print_config:
+            import yaml
+
+            from core.config import to_dict
+            print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+            return 0
         run_dir = run_dir_for(cfg)
         cfg.train.resume = cfg.train.resume or args.resume or args.resume_force  # config.yaml keeps it false
         cfg.train.resume_allow_changes = cfg.train.resume_allow_changes or args.resume_force
@@ -107,6 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     from core.distributed import cleanup
     cleanup()
+    return 0
+
+
+def print_config_list() -> int:
+    """``--list``: each config in configs/, the configs it needs first (in the order to run them), its header."""
+    from core.catalog import list_configs
+
+    rows = list_configs()
+    width = max(len(r.name) for r in rows) + 2
+    for row in rows:
+        print(f"{row.name:<{width}}{row.header}")
+        if row.needs:
+            print(f"{'':<{width}}needs first: {' -> '.join(row.needs)}")
+        if row.problem:
+            print(f"{'':<{width}}does not load: {row.problem}")
     return 0
 
 
