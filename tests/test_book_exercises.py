@@ -13,6 +13,64 @@ from _common import tiny_checkpoint  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
+# ---- 01. the tokenizer ------------------------------------------------------------------------
+CORPUS_01 = """Der Bürgermeister von Berlin spricht mit der Bürgermeisterin von Hamburg .
+Die Bürger der Stadt wählen den Stadtrat und die Stadträtin im Rathaus .
+Der Berliner Senat und der Hamburger Senat treffen sich in der Hauptstadt .
+Angela Merkel besucht das Rathaus in Paris und die Rathäuser in Frankreich .
+Die Journalisten der Zeitung schreiben über den Besuch der Bürgermeister .
+Die Zeitungen berichten über die Stadtratswahl und die Bürgermeisterwahl in Berlin .""".splitlines()
+WORDS_01 = ["Die", "Bürgermeisterin", "von", "Hamburg", "besucht", "die", "Hamburger", "Stadträtin", "."]
+TAGS_01 = ["O", "O", "O", "B-LOC", "O", "O", "B-MISC", "O", "O"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_01():
+    """Chapter 01's tokenizer, trained the same way."""
+    from data.tokenizer import XLMRTokenizer
+
+    return XLMRTokenizer.train(CORPUS_01 * 20, vocab_size=90, out_dir=None)
+
+
+def test_ch01_exercise_1_label_all_pieces_by_hand(tokenizer_01):
+    from data.conll import Sentence
+    from data.labels import IGNORE_INDEX, build_label_set
+    from data.windows import build_windows
+
+    labels = build_label_set(["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC"])
+    _, word_index = tokenizer_01.encode_words(WORDS_01)
+    row = [IGNORE_INDEX]  # <s>
+    for j, w in enumerate(word_index):
+        tag = TAGS_01[w]
+        if j > 0 and word_index[j - 1] == w and tag.startswith("B-") and "I-" + tag[2:] in labels:
+            tag = "I-" + tag[2:]
+        row.append(labels.id(tag))
+    row.append(IGNORE_INDEX)  # </s>
+    (window,) = build_windows([Sentence(WORDS_01, TAGS_01)], tokenizer_01, labels, label_all_pieces=True)
+    assert window.labels == row
+    assert labels.id("I-MISC") in row  # "Hamburger" has two pieces: the second is I-MISC
+
+
+def test_ch01_exercise_2_window_owners_from_the_rule(tokenizer_01):
+    from data.conll import Sentence
+    from data.labels import build_label_set
+    from data.windows import build_windows, window_spans
+
+    words, tags = WORDS_01 * 3, TAGS_01 * 3
+    _, word_index = tokenizer_01.encode_words(words)
+    spans = window_spans(len(word_index), max_length=16, stride=4)
+    owner = {}
+    for j, w in enumerate(word_index):
+        if j > 0 and word_index[j - 1] == w:
+            continue  # not a first piece
+        margins = [min(j - start, end - 1 - j) if start <= j < end else -1 for start, end in spans]
+        owner[w] = margins.index(max(margins))  # index() takes the first of equal margins
+    windows = build_windows([Sentence(words, tags)], tokenizer_01, build_label_set(["O", "B-LOC", "I-LOC", "B-MISC",
+                                                                                      "I-MISC"]), 16, 4)
+    from_library = {w: k for k, win in enumerate(windows) for w in win.word_ids if w >= 0}
+    assert from_library == owner and len(owner) == len(words) and len(set(owner.values())) == len(spans)
+
+
 # ---- 02. the encoder -------------------------------------------------------------------------
 def test_ch02_exercise_1_parameter_count_from_the_config():
     from models import load_pretrained
