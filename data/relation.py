@@ -6,9 +6,13 @@
 Every reader gives ``RelationExample``s: one sentence, a subject and an object ``Entity`` as
 character spans (``end`` INCLUSIVE, as KLUE writes it: ``sentence[start:end + 1] == word``) and a
 relation name. A bad record (span characters != word, start > end, overlapping subject/object,
-unknown label or type, a malformed dict cell, a missing column) raises ``RelationDataError``
-naming the file, the line and the guid; with ``skip_bad_rows=True`` it is counted instead and
-returned in the list of bad-row messages (never silently dropped: the task prints the count).
+unknown label or type, a malformed dict cell, a missing column; CoNLL04: tags and tokens of
+different lengths, a relation from an entity to itself, a pair listed twice) raises
+``RelationDataError`` naming the file, the line (or record / item index) and the guid; with
+``skip_bad_rows=True`` it is counted instead and returned in the list of bad-row messages (never
+silently dropped: the task prints the count). Errors of the file itself stop the read whatever
+``skip_bad_rows`` says: bytes that are not UTF-8 or malformed JSON (file, line), a guid (CoNLL04:
+an orig_id) given twice in one file (both rows), a CSV cell over csv's field size limit.
 
 The KLUE dev split (``split_klue_dev``): dev.csv is the only labelled KLUE data beside the
 3,247-row train subset, so it is carved once by a seeded shuffle into a test part (nothing
@@ -83,8 +87,10 @@ class _Collector:
     def __init__(self, path: Path, skip_bad_rows: bool):
         self.path, self.skip, self.bad = path, skip_bad_rows, []
 
-    def fail(self, line: int | str, guid: str, why: str) -> None:
-        msg = f"{self.path}: line {line} (guid {guid or '?'}): {why}"
+    def fail(self, where: int | str, guid: str, why: str) -> None:
+        """where: a line number, or another locator ("record 3", "item 7")."""
+        where = f"line {where}" if isinstance(where, int) else where
+        msg = f"{self.path}: {where} (guid {guid or '?'}): {why}"
         if not self.skip:
             raise RelationDataError(msg)
         self.bad.append(msg)
@@ -94,10 +100,69 @@ def _finish(examples, collector: _Collector, return_bad: bool):
     return (examples, collector.bad) if return_bad else examples
 
 
+def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError, offset: int = 0) -> RelationDataError:
+    """The error for bytes that are not UTF-8: file, line and column of the first bad byte."""
+    start = offset + err.start
+    line = data.count(b"\n", 0, start) + 1
+    column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+    return RelationDataError(f"{path}: line {line}: not UTF-8 (byte 0x{data[start]:02x} at column {column}); "
+                             f"convert the file, e.g. iconv -f latin1 -t utf-8")
+
+
+def read_utf8(path: str | Path) -> str:
+    """The text of a UTF-8 file (a BOM dropped); an error naming the file and line otherwise."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, data, err, 3 if data.startswith(b"\xef\xbb\xbf") else 0) from None
+
+
+def read_json(path: str | Path):
+    """A UTF-8 JSON file; malformed JSON is an error naming the file, line and column."""
+    try:
+        return json.loads(read_utf8(path))
+    except json.JSONDecodeError as err:
+        raise RelationDataError(f"{path}: line {err.lineno} column {err.colno}: malformed JSON ({err.msg})") from None
+
+
+def _csv_lines(path: Path, handle):
+    """The lines of a binary handle decoded as UTF-8 (BOM dropped), newlines kept for csv."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise RelationDataError(f"{path}: line {number}: not UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                    f"{err.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
+
+
+class _Guids:
+    """Each guid of a labelled file once: a repeat is an error naming both rows (never a silent duplicate)."""
+
+    def __init__(self, path: Path):
+        self.path, self.seen = path, {}
+
+    def check(self, where: str, ex: RelationExample) -> None:
+        if ex.guid not in self.seen:
+            self.seen[ex.guid] = (where, ex)
+            return
+        first, other = self.seen[ex.guid]
+        what = (f"conflicting labels {other.label!r} and {ex.label!r}" if other.label != ex.label
+                else "the same label" if other == ex else "different entities or text")
+        raise RelationDataError(f"{self.path}: guid {ex.guid} is on {first} and on {where} with {what}: "
+                                f"each guid must appear once")
+
+
 # ---- KLUE-RE ------------------------------------------------------------------------------------
 def read_relation_names(path: str | Path) -> list[str]:
     """relation_list.json ({"relations": [...]}, index = integer label; 0 = no_relation)."""
-    names = json.loads(Path(path).read_text(encoding="utf-8"))["relations"]
+    data = read_json(path)
+    names = data.get("relations") if isinstance(data, dict) else None
+    if not isinstance(names, list):
+        raise RelationDataError(f"{path}: expected {{\"relations\": [...]}}")
     if not names or names[0] != NO_RELATION:
         raise RelationDataError(f"{path}: relations[0] must be {NO_RELATION!r}")
     return names
@@ -146,23 +211,31 @@ def read_klue_csv(path: str | Path, names: list[str] | None, skip_bad_rows: bool
     names=None: rows to predict; the label column may be absent and is ignored."""
     path = Path(path)
     collector = _Collector(path, skip_bad_rows)
-    examples = []
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        columns = KLUE_COLUMNS if names is not None else KLUE_COLUMNS[:-1]
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise RelationDataError(f"{path}: line 1 (header): missing column(s) {missing}")
-        for rec in reader:
-            guid = rec.get("guid") or ""
-            empty = [c for c in columns if rec.get(c) is None]
-            if empty:
-                collector.fail(reader.line_num, guid, f"row lacks column(s) {empty}")
-                continue
-            try:
-                examples.append(_klue_record(rec, names))
-            except ValueError as err:
-                collector.fail(reader.line_num, guid, str(err))
+    examples, guids = [], _Guids(path)
+    with path.open("rb") as f:
+        reader = csv.DictReader(_csv_lines(path, f))
+        try:
+            columns = KLUE_COLUMNS if names is not None else KLUE_COLUMNS[:-1]
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise RelationDataError(f"{path}: line 1 (header): missing column(s) {missing}")
+            for rec in reader:
+                guid = rec.get("guid") or ""
+                empty = [c for c in columns if rec.get(c) is None]
+                if empty:
+                    collector.fail(reader.line_num, guid, f"row lacks column(s) {empty}")
+                    continue
+                try:
+                    ex = _klue_record(rec, names)
+                except ValueError as err:
+                    collector.fail(reader.line_num, guid, str(err))
+                    continue
+                if names is not None:
+                    guids.check(f"line {reader.line_num}", ex)
+                examples.append(ex)
+        except csv.Error as err:  # e.g. a cell over csv's field size limit: an unbalanced quote, usually
+            raise RelationDataError(f"{path}: line {reader.line_num + 1}: unreadable CSV ({err}; a cell over "
+                                    f"{csv.field_size_limit():,} characters usually means an unbalanced quote)") from None
     return _finish(examples, collector, return_bad)
 
 
@@ -171,10 +244,10 @@ def read_klue_json(path: str | Path, names: list[str], skip_bad_rows: bool = Fal
     relation name (or its index); the entity fields are dicts, not strings."""
     path = Path(path)
     collector = _Collector(path, skip_bad_rows)
-    records = json.loads(path.read_text(encoding="utf-8"))
+    records = read_json(path)
     if not isinstance(records, list):
         raise RelationDataError(f"{path}: expected a JSON list of records")
-    examples = []
+    examples, guids = [], _Guids(path)
     for i, rec in enumerate(records):
         guid = str(rec.get("guid", "")) if isinstance(rec, dict) else ""
         where = f"record {i}"
@@ -183,9 +256,12 @@ def read_klue_json(path: str | Path, names: list[str], skip_bad_rows: bool = Fal
             collector.fail(where, guid, f"record lacks field(s) {missing}")
             continue
         try:
-            examples.append(_klue_record(rec, names))
+            ex = _klue_record(rec, names)
         except ValueError as err:
             collector.fail(where, guid, str(err))
+            continue
+        guids.check(where, ex)
+        examples.append(ex)
     return _finish(examples, collector, return_bad)
 
 
@@ -234,7 +310,7 @@ def read_kbp37(path: str | Path, labels: list[str] | None = None, skip_bad_rows:
     labels=None accepts any label (the training file defines the set)."""
     path = Path(path)
     collector = _Collector(path, skip_bad_rows)
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_utf8(path).splitlines()
     examples, i = [], 0
     while i < len(lines):
         if not lines[i].strip():
@@ -272,6 +348,8 @@ def bilou_entities(tags: list[str]) -> list[tuple[int, int, str]]:
         if prefix == "U":
             out.append((i, i, etype))
         elif prefix == "B":
+            if start is not None:
+                raise ValueError(f"B- tag at token {i} inside the entity opened at token {start}")
             start = i
         elif prefix == "L":
             if start is None:
@@ -280,6 +358,8 @@ def bilou_entities(tags: list[str]) -> list[tuple[int, int, str]]:
             start = None
         elif prefix not in ("I", "O"):
             raise ValueError(f"tag {tag!r} at token {i} is not BILOU")
+    if start is not None:
+        raise ValueError(f"the entity opened at token {start} has no L- tag")
     return out
 
 
@@ -288,15 +368,27 @@ def read_conll04(path: str | Path, skip_bad_rows: bool = False, return_bad: bool
     entities of a sentence; pairs without an annotated relation are the no_relation negatives."""
     path = Path(path)
     collector = _Collector(path, skip_bad_rows)
-    examples = []
-    for n, item in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+    items = read_json(path)
+    if not isinstance(items, list):
+        raise RelationDataError(f"{path}: expected a JSON list of items")
+    examples, first_item = [], {}
+    for n, item in enumerate(items):
+        if not isinstance(item, dict):
+            collector.fail(f"item {n}", "", "malformed item: not a JSON object")
+            continue
         guid = f"{path.stem}-{item.get('orig_id', n)}"
+        if guid in first_item:  # a repeated item would repeat (or contradict) every pair of its sentence
+            raise RelationDataError(f"{path}: item {n} (guid {guid}) repeats item {first_item[guid]}: "
+                                    f"each orig_id must appear once")
+        first_item[guid] = n
         try:
-            tokens = item["tokens"]
+            tokens, tags = item["tokens"], item["tags"]
+            if len(tags) != len(tokens):
+                raise ValueError(f"{len(tags)} tags for {len(tokens)} tokens")
             sentence = " ".join(tokens)
             offsets = [sum(len(t) + 1 for t in tokens[:k]) for k in range(len(tokens))]
             ents = []
-            for a, b, etype in bilou_entities(item["tags"]):
+            for a, b, etype in bilou_entities(tags):
                 start, end = offsets[a], offsets[b] + len(tokens[b]) - 1
                 ents.append(Entity(sentence[start:end + 1], start, end, etype))
             gold = {}
@@ -306,8 +398,11 @@ def read_conll04(path: str | Path, skip_bad_rows: bool = False, return_bad: bool
                     raise ValueError(f"unknown relation {rel['type']!r}")
                 if not (0 <= key[0] < len(ents) and 0 <= key[1] < len(ents)):
                     raise ValueError(f"relation {key} points outside the {len(ents)} entities")
-                if gold.setdefault(key, rel["type"]) != rel["type"]:
-                    raise ValueError(f"pair {key} has two relations")
+                if key[0] == key[1]:
+                    raise ValueError(f"relation {rel['type']!r} from entity {key[0]} to itself")
+                if key in gold:
+                    raise ValueError(f"pair {key} is listed twice ({gold[key]!r}, {rel['type']!r})")
+                gold[key] = rel["type"]
         except (KeyError, TypeError, ValueError) as err:
             collector.fail(f"item {n}", guid, f"malformed item: {err}")
             continue

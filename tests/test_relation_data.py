@@ -128,3 +128,76 @@ def test_real_files(data_root):
     assert (len(kbp), len(bad)) == (15807, 110) and len(kbp37_label_names(kbp)) == 37  # 110 empty entities
     conll = read_conll04(data_root / "conll04/conll04_test.json")
     assert sum(r.label != NO_RELATION for r in conll) == 422 and len(conll) == 3822
+
+
+CONLL_ITEM = {"tokens": ["Bill", "Gates", "founded", "Microsoft", "in", "Redmond"],
+              "tags": ["B-Peop", "L-Peop", "O", "U-Org", "O", "U-Loc"],
+              "relations": [{"head": 0, "tail": 1, "type": "Work_For"}], "orig_id": 7}
+
+
+@pytest.mark.parametrize("change, why", [
+    ({"tags": CONLL_ITEM["tags"] + ["O"]}, r"7 tags for 6 tokens"),  # an IndexError traceback before
+    ({"tags": CONLL_ITEM["tags"][:-1]}, r"5 tags for 6 tokens"),  # the last entity was dropped before
+    ({"relations": [{"head": 1, "tail": 1, "type": "OrgBased_In"}]}, r"from entity 1 to itself"),
+    ({"relations": [{"head": 0, "tail": 1, "type": "Work_For"}] * 2}, r"pair \(0, 1\) is listed twice"),
+    ({"tags": ["B-Peop", "I-Peop", "O", "U-Org", "O", "U-Loc"]}, r"opened at token 0 has no L- tag"),
+])
+def test_conll04_bad_items_name_file_and_item(tmp_path, change, why):
+    items = [dict(CONLL_ITEM, orig_id=1), dict(CONLL_ITEM, **change)]
+    path = write(tmp_path, json.dumps(items), "c.json")
+    with pytest.raises(RelationDataError, match=rf"c.json: item 1 \(guid c-7\): .*{why}"):
+        read_conll04(path)
+    rows, bad = read_conll04(path, skip_bad_rows=True, return_bad=True)
+    assert len(bad) == 1 and {r.guid.rsplit("-", 2)[0] for r in rows} == {"c-1"}  # counted, not silently dropped
+
+
+def test_conll04_repeated_item_names_both(tmp_path):
+    path = write(tmp_path, json.dumps([CONLL_ITEM, dict(CONLL_ITEM, orig_id=8), CONLL_ITEM]), "c.json")
+    for skip in (False, True):  # a file error: stops the read even with skip_bad_rows
+        with pytest.raises(RelationDataError, match=r"c.json: item 2 \(guid c-7\) repeats item 0"):
+            read_conll04(path, skip_bad_rows=skip)
+
+
+def test_klue_repeated_guid_names_file_and_both_rows(tmp_path):
+    other = GOOD.replace("0,g0", "1,g1")
+    conflicting = GOOD.replace("0,g0", "2,g0").replace(",2,wikipedia", ",1,wikipedia")
+    with pytest.raises(RelationDataError, match=r"rows.csv: guid g0 is on line 2 and on line 4 with conflicting "
+                                                r"labels 'per:employee_of' and 'org:member_of'"):
+        read_klue_csv(write(tmp_path, HEADER + GOOD + other + conflicting), NAMES)
+    with pytest.raises(RelationDataError, match=r"guid g0 is on line 2 and on line 3 with the same label"):
+        read_klue_csv(write(tmp_path, HEADER + GOOD + GOOD), NAMES, skip_bad_rows=True)
+    record = {"guid": "a", "sentence": "이순신은 조선의 장군이다.", "label": "no_relation",
+              "subject_entity": {"word": "이순신", "start_idx": 0, "end_idx": 2, "type": "PER"},
+              "object_entity": {"word": "조선", "start_idx": 5, "end_idx": 6, "type": "ORG"}}
+    with pytest.raises(RelationDataError, match=r"t.json: guid a is on record 0 and on record 1 with conflicting"):
+        read_klue_json(write(tmp_path, json.dumps([record, dict(record, label="org:member_of")]), "t.json"), NAMES)
+
+
+def test_klue_cell_over_the_csv_field_limit_is_named(tmp_path):
+    import csv
+
+    long = GOOD.replace("이순신은 조선의 장군이다.", "이순신은 조선의 장군이다." + "가" * (csv.field_size_limit() + 10))
+    with pytest.raises(RelationDataError, match=r"rows.csv: line 3: unreadable CSV \(field larger than field limit"):
+        read_klue_csv(write(tmp_path, HEADER + GOOD.replace("g0", "g1") + long), NAMES)
+
+
+def test_not_utf8_and_malformed_json_name_the_file_and_line(tmp_path):
+    latin = tmp_path / "rows.csv"
+    latin.write_bytes((HEADER + GOOD.replace("g0", "g1")).encode() + GOOD.replace("이순신은", "K\xf6ln").encode("latin-1", "replace"))
+    with pytest.raises(RelationDataError, match=r"rows.csv: line 3: not UTF-8 \(byte 0xf6 at column 8\)"):
+        read_klue_csv(latin, NAMES)
+    (tmp_path / "c.json").write_bytes(b'[{"tokens": ["K\xf6ln"],\n "tags": ["U-Loc"]}]')
+    with pytest.raises(RelationDataError, match=r"c.json: line 1: not UTF-8 \(byte 0xf6 at column 16\)"):
+        read_conll04(tmp_path / "c.json")
+    (tmp_path / "c.json").write_text('[{"tokens": ["Rom"],\n "tags": ["U-Loc"] "relations": []}]')
+    with pytest.raises(RelationDataError, match=r"c.json: line 2 column 20: malformed JSON \(Expecting ','"):
+        read_conll04(tmp_path / "c.json")
+    (tmp_path / "names.json").write_text('{"relations": ["no_relation",]}')
+    with pytest.raises(RelationDataError, match=r"names.json: line 1 column 30: malformed JSON"):
+        read_relation_names(tmp_path / "names.json")
+    (tmp_path / "t.json").write_bytes(b"\xef\xbb\xbf[\n\xe9]")
+    with pytest.raises(RelationDataError, match=r"t.json: line 2: not UTF-8 \(byte 0xe9 at column 1\)"):
+        read_klue_json(tmp_path / "t.json", NAMES)
+    (tmp_path / "k.txt").write_bytes(b'0\t" <e1> A </e1> b <e2> C </e2> . "\nno_relation\n\n1\t" \xe9 "\n')
+    with pytest.raises(RelationDataError, match=r"k.txt: line 4: not UTF-8 \(byte 0xe9 at column 5\)"):
+        read_kbp37(tmp_path / "k.txt")
