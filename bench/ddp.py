@@ -43,7 +43,7 @@ def worker(args) -> None:
     from core.loop import train_step
     from core.optim import build_optimizer, build_scheduler
     from core.precision import autocast_context, build_grad_scaler
-    from core.profiler import Profiler
+    from core.train_state import TrainState
     from models.encoder import XLMRConfig
     from models.heads import XLMRForTokenClassification
 
@@ -61,14 +61,13 @@ def worker(args) -> None:
     wrapped = DistributedDataParallel(model) if info.world > 1 else model
     B, T = (int(x) for x in args.shape.split("x"))
     batches = [make_batch(B, T, size["vocab_size"], seed=1000 * info.rank + i) for i in range(4)]  # per-rank data
-    scaler, profiler = build_grad_scaler(device, "fp32"), Profiler(False, ".", device)
+    state = TrainState(model, optimizer, scheduler, build_grad_scaler(device, "fp32"))
     ctx = autocast_context(device, args.precision)
     tokens, seconds = 0, 0.0
     for i in range(args.warmup + args.steps):
         batch = batches[i % len(batches)]
         t0 = time.perf_counter()
-        train_step(wrapped, TokenTask, [batch], batch["n_tokens"], optimizer, scheduler, scaler, ctx, device,
-                   info.world, 1.0, profiler)
+        train_step(state, TokenTask, [batch], batch["n_tokens"], ctx, 1.0, model=wrapped)
         if i >= args.warmup:
             seconds += time.perf_counter() - t0
             tokens += int(batch["attention_mask"].sum())

@@ -48,6 +48,7 @@ from core.loop import train_step  # noqa: E402
 from core.optim import build_optimizer, build_scheduler  # noqa: E402
 from core.precision import autocast_context, build_grad_scaler, cpu_supports_bf16  # noqa: E402
 from core.profiler import Profiler  # noqa: E402
+from core.train_state import TrainState  # noqa: E402
 from models import load_from_source  # noqa: E402
 from models.encoder import XLMRConfig  # noqa: E402
 from models.weights import DictSource  # noqa: E402
@@ -109,11 +110,12 @@ class Ours:
         self.optimizer = build_optimizer(model, train_cfg)
         self.scheduler = build_scheduler(self.optimizer, train_cfg, 1000)
         self.scaler = build_grad_scaler(DEVICE, "fp32")
-        self.profiler = Profiler(False, ".", DEVICE)
+        self.state = TrainState(model, self.optimizer, self.scheduler, self.scaler)
+        self.profiler = Profiler(False, ".", DEVICE)  # bench/profile_step.py swaps in an enabled one
 
     def step(self, batch, precision):
-        train_step(self.model, TokenTask, [batch], batch["n_tokens"], self.optimizer, self.scheduler, self.scaler,
-                   autocast_context(DEVICE, precision), DEVICE, 1, 1.0, self.profiler)
+        train_step(self.state, TokenTask, [batch], batch["n_tokens"], autocast_context(DEVICE, precision), 1.0,
+                   self.profiler)
 
 
 class Reference:

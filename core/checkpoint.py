@@ -1,23 +1,25 @@
-"""The whole train state in one file, written atomically and read without running code.
+"""Checkpoint files: written atomically with a checksum, read without running code.
 
-    save_train_state(run_dir / "last.pt", model=model, optimizer=optimizer, scheduler=scheduler,
-                     scaler=scaler, step=step, epoch=epoch, batch_in_epoch=k, best_metric=best, config=cfg)
-    state = load_train_state(run_dir / "last.pt")          # torch.load(weights_only=True)
+    atomic_save(obj, run_dir / "best.pt")                  # temp file + fsync + rename, then best.pt.sha256
+    state = load_train_state(run_dir / "last.pt")          # checksum, then torch.load(weights_only=True)
     check_resume_config(state["config"], cfg, path)         # refuses changed training settings
-    restore_train_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
 
-The model entry is the state_dict of the unwrapped module (no ``module.`` from DDP, no
-``_orig_mod.`` from torch.compile). RNG states of python, numpy, torch (and CUDA when
-present) are saved as tensors and plain numbers, and the config as a plain dict, so the file
-loads with ``weights_only=True``: a checkpoint that needs any other object (a planted
-``__reduce__``) is refused with a ``CheckpointError`` instead of executing it. The file is
-written to a temporary name in the same folder and renamed over the old one, so a crash
-mid-write never leaves a truncated checkpoint (``clean_stale_temps`` removes the temp file
-of a save that was killed). Weights that are not finite are never written (``NonFiniteError``).
+The train state itself (model, optimizer, scaler, scheduler, counters, RNG) is
+``core.train_state.TrainState``; this module holds the file mechanics under it. RNG states of
+python, numpy, torch (and CUDA when present) are saved as tensors and plain numbers, and the
+config as a plain dict, so a train state loads with ``weights_only=True``: a checkpoint that needs
+any other object (a planted ``__reduce__``) is refused with a ``CheckpointError`` instead of
+executing it. Every file is written to a temporary name in the same folder and renamed over the
+old one, so a crash or a full disk mid-write never leaves a truncated checkpoint (the old one is
+kept; ``clean_stale_temps`` removes the temp file of a save that was killed). Its sha256 goes to
+``<file>.sha256`` beside it, and ``safe_load`` compares it before reading: torch does not check
+the archive's CRCs, so without it a flipped bit would load silently. Weights that are not finite
+are never written (``NonFiniteError``).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pickle
 import random
@@ -27,8 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch import nn
 
 from core.config import ConfigError
 
@@ -36,12 +36,16 @@ from core.config import ConfigError
 # saves, when the wall clock stops it, profiling. Everything else changes what the steps compute
 # (data, model, optimizer, schedule, eval sets, max_steps/epochs) and needs train.resume_allow_changes.
 RESUME_IGNORED = ("train.resume", "train.resume_allow_changes", "train.name", "train.out_dir", "train.log_every",
-                  "train.save_every", "train.time_budget_minutes", "profile.", "data.root", "data.num_workers",
+                  "train.save_every", "train.time_budget_minutes", "train.keep", "profile.", "data.root",
                   "mlm.time_budget_minutes", "mlm.budget_reserve_seconds", "mlm.adaptive_threads")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unsafe (needs code to load), truncated or corrupt."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A checkpoint that could not be written (disk full, file-size limit, ...); the old file is kept."""
 
 
 class ResumeConfigError(ConfigError):
@@ -50,12 +54,6 @@ class ResumeConfigError(ConfigError):
 
 class NonFiniteError(RuntimeError):
     """A loss, gradient norm or weight that is NaN or infinite."""
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DDP (``.module``) and torch.compile (``._orig_mod``)."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
 
 
 def rng_state() -> dict:
@@ -95,19 +93,43 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return path
 
 
+def checksum_path(path: str | Path) -> Path:
+    """Where the sha256 of a checkpoint lives: ``last.pt`` -> ``last.pt.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def atomic_save(obj, path: str | Path) -> Path:
-    """torch.save to a temp file in the same folder, then os.replace (atomic on POSIX)."""
+    """torch.save to a temp file in the same folder, fsync, os.replace (atomic on POSIX); then its
+    sha256 to ``<path>.sha256`` (written before the rename, replaced right after it). A failed write
+    (disk full, file-size limit, an object that cannot be pickled) is a ``CheckpointSaveError`` naming
+    the file; the previous file and its checksum are kept and no temp file is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    side_tmp = Path(f"{tmp}.sha256.tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        side_tmp.write_text(f"{file_sha256(tmp)}  {path.name}\n", encoding="utf-8")
         os.replace(tmp, path)
+        os.replace(side_tmp, checksum_path(path))
+    except (OSError, RuntimeError, pickle.PicklingError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise CheckpointSaveError(f"{path}: could not be written ({reason}); the previous {path.name}, if any, "
+                                  f"is kept; free disk space (or raise the file-size limit) and resume") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        side_tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -115,7 +137,7 @@ def atomic_save(obj, path: str | Path) -> Path:
 def clean_stale_temps(folder: str | Path) -> list[Path]:
     """Remove the temp files atomic_save leaves when a process is killed mid-write; returns them."""
     folder = Path(folder)
-    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []  # the .sha256.tmp sidecars too
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
@@ -128,36 +150,38 @@ def check_finite(state_dict: dict, what: str) -> None:
             raise NonFiniteError(f"{what}: {name} holds NaN or infinite values; not saved")
 
 
-def save_train_state(path: str | Path, *, model: nn.Module, optimizer=None, scheduler=None, scaler=None,
-                     step: int = 0, epoch: int = 0, batch_in_epoch: int = 0, best_metric: float | None = None,
-                     config=None, extra: dict | None = None) -> Path:
-    """Write everything needed to continue training exactly where it stopped (finite weights only)."""
-    weights = unwrap(model).state_dict()
-    check_finite(weights, str(path))
-    state = {
-        "model": weights,
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "best_metric": best_metric,
-        "rng": rng_state(),
-        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config,
-        "extra": extra or {},
-    }
-    return atomic_save(state, path)
+def what_to_do(path: Path) -> str:
+    """The way out of a bad checkpoint: a best.pt is re-made by a resume, a last.pt is not."""
+    if path.name == "best.pt":
+        return "delete it and run again with --resume (best.pt is then re-made from last.pt's weights)"
+    return f"delete it (and {checksum_path(path).name}) and start the run again (--overwrite)"
+
+
+def verify_checksum(path: str | Path) -> None:
+    """CheckpointError when ``<path>.sha256`` exists and does not match the file (a file without one,
+    e.g. written by another tool, is not checked)."""
+    path = Path(path)
+    side = checksum_path(path)
+    if not side.is_file():
+        return
+    expected = side.read_text(encoding="utf-8", errors="replace").split()[:1]
+    if expected != [file_sha256(path)]:
+        raise CheckpointError(f"{path}: checksum mismatch with {side.name}: the file changed after it was saved "
+                              f"(disk corruption or an incomplete copy); {what_to_do(path)}")
 
 
 def safe_load(path: str | Path, map_location="cpu", mmap: bool = False):
-    """torch.load with weights_only=True; an unsafe, truncated or corrupt file is a CheckpointError
-    (one line naming the file) instead of a traceback, and nothing in it is executed."""
+    """torch.load with weights_only=True, then the checksum (``verify_checksum``); an unsafe, truncated
+    or corrupt file is a CheckpointError (one line naming the file and what to do) instead of a
+    traceback, and nothing in it is executed."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut one has no central directory
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint (not a complete torch.save archive); "
-                              f"delete it or start without --resume")
+                              f"{what_to_do(path)}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:  # weights_only refused a global: the file wants to run code
         lines = [line.strip() for line in str(err).splitlines() if "GLOBAL" in line or "global" in line]
         raise CheckpointError(f"{path}: refused, it holds objects other than tensors and plain values "
@@ -165,17 +189,18 @@ def safe_load(path: str | Path, map_location="cpu", mmap: bool = False):
             from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); delete it or start "
-                              f"without --resume") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({first}); {what_to_do(path)}") from None
+    verify_checksum(path)  # torch checks no CRC: a flipped bit in a tensor would load silently
+    return state
 
 
 def load_train_state(path: str | Path, map_location="cpu") -> dict:
-    """The dict save_train_state wrote (RNG states included; nothing is applied yet)."""
+    """The dict ``TrainState.save`` wrote (RNG states included; nothing is applied yet)."""
     state = safe_load(path, map_location)
     missing = [k for k in ("model", "step", "epoch", "batch_in_epoch", "rng", "config") if k not in state] \
         if isinstance(state, dict) else ["(not a dict)"]
     if missing:
-        raise CheckpointError(f"{path}: not a train state written by save_train_state (missing {missing})")
+        raise CheckpointError(f"{path}: not a train state written by TrainState.save (missing {missing})")
     return state
 
 
@@ -220,31 +245,3 @@ def check_resume_config(saved: dict, cfg, path: str | Path) -> dict[str, tuple]:
                                 f"settings, or allow the change with --resume-force "
                                 f"(train.resume_allow_changes=true)")
     return changes
-
-
-def restore_train_state(state: dict, *, model: nn.Module, optimizer=None, scheduler=None, scaler=None,
-                        restore_rng: bool = True) -> None:
-    """Load the saved states into live objects (model first, so the optimizer maps onto its params)."""
-    unwrap(model).load_state_dict(state["model"])
-    if optimizer is not None and state.get("optimizer") is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state.get("scaler") is not None:
-        scaler.load_state_dict(state["scaler"])
-    if restore_rng:
-        set_rng_state(state["rng"])
-
-
-def save_last(path, model, optimizer, scheduler, scaler, step, epoch, batch_in_epoch, best, cfg, dist_info):
-    """last.pt from rank 0, with every rank's RNG state so each resumes its own dropout stream."""
-    rngs = [rng_state()]
-    if dist_info.world > 1:
-        rngs = [None] * dist_info.world
-        dist.all_gather_object(rngs, rng_state())
-    if dist_info.is_main:
-        save_train_state(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step,
-                         epoch=epoch, batch_in_epoch=batch_in_epoch, best_metric=best, config=cfg,
-                         extra={"rng_per_rank": rngs})
-    if dist_info.world > 1:
-        dist.barrier()

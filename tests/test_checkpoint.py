@@ -1,4 +1,4 @@
-"""Train-state checkpoints: atomic writes, RNG round trips, unwrapped state dicts."""
+"""Train-state checkpoints: atomic writes with checksums, RNG round trips, unwrapped state dicts."""
 from __future__ import annotations
 
 import random
@@ -8,9 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from core.checkpoint import (atomic_save, load_train_state, restore_train_state, rng_state, save_train_state,
-                             set_rng_state, unwrap)
+from core.checkpoint import (CheckpointError, CheckpointSaveError, atomic_save, load_train_state, rng_state,
+                             safe_load, set_rng_state)
 from core.config import load_config
+from core.distributed import unwrap
+from core.train_state import TrainState
 
 
 class Unpicklable:
@@ -21,10 +23,10 @@ class Unpicklable:
 def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "last.pt"
     atomic_save({"step": 1}, path)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(CheckpointSaveError, match=r"last.pt: could not be written \(disk full \(simulated\)\)"):
         atomic_save({"step": 2, "bad": Unpicklable()}, path)
-    assert torch.load(path)["step"] == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # the temp file is gone too
+    assert safe_load(path)["step"] == 1  # the old file, and its checksum still matches
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.sha256"]  # no temp file left
 
 
 def test_rng_state_round_trip():
@@ -43,11 +45,9 @@ class Wrapper(nn.Module):  # what DDP looks like from outside: the model under .
 
 def test_saved_model_is_unwrapped(tmp_path):
     model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
-    compiled = torch.compile(model)  # wraps without compiling until called
-    for wrapped in (Wrapper(model), compiled, Wrapper(compiled)):
-        assert unwrap(wrapped) is model
-        save_train_state(tmp_path / "w.pt", model=wrapped)
-        assert sorted(load_train_state(tmp_path / "w.pt")["model"]) == ["0.bias", "0.weight", "1.bias", "1.weight"]
+    assert unwrap(Wrapper(model)) is model and unwrap(model) is model
+    TrainState(Wrapper(model)).save(tmp_path / "w.pt")
+    assert sorted(load_train_state(tmp_path / "w.pt")["model"]) == ["0.bias", "0.weight", "1.bias", "1.weight"]
 
 
 def test_train_state_round_trip(tmp_path):
@@ -64,8 +64,7 @@ def test_train_state_round_trip(tmp_path):
         opt.step()
         sched.step()
         opt.zero_grad()
-    save_train_state(tmp_path / "s.pt", model=model, optimizer=opt, scheduler=sched, scaler=scaler, step=3, epoch=1,
-                     batch_in_epoch=5, best_metric=0.5, config=cfg)
+    TrainState(model, opt, sched, scaler, step=3, epoch=1, batch_in_epoch=5, best=0.5).save(tmp_path / "s.pt", cfg)
     expected_draw = torch.rand(2)
 
     torch.manual_seed(123)
@@ -73,9 +72,10 @@ def test_train_state_round_trip(tmp_path):
     fresh_opt = build_optimizer(fresh, cfg.train)
     fresh_sched = build_scheduler(fresh_opt, cfg.train, 10)
     state = load_train_state(tmp_path / "s.pt")
-    restore_train_state(state, model=fresh, optimizer=fresh_opt, scheduler=fresh_sched, scaler=scaler)
+    live = TrainState(fresh, fresh_opt, fresh_sched, scaler)
+    live.restore(state)
     assert torch.equal(torch.rand(2), expected_draw)  # RNG continues where the saved run was
-    assert (state["step"], state["epoch"], state["batch_in_epoch"], state["best_metric"]) == (3, 1, 5, 0.5)
+    assert (live.step, live.epoch, live.batch_in_epoch, live.best) == (3, 1, 5, 0.5)
     assert state["config"]["train"]["lr"] == 0.1
     for a, b in zip(model.parameters(), fresh.parameters()):
         assert torch.equal(a, b)
@@ -110,3 +110,53 @@ def test_atomic_write_text_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
         atomic_write_text(target, "third, longer text\n")
     assert target.read_text() == "second\n"  # the old file is intact, and no temp file is left
     assert sorted(p.name for p in target.parent.iterdir()) == ["config.json"]
+
+
+def test_bit_flip_is_caught_by_the_checksum(tmp_path):
+    """torch.load does not check the archive's CRCs: a flipped byte in a tensor loads silently
+    unless the sha256 written beside the file is compared."""
+    path = tmp_path / "best.pt"
+    atomic_save({"model": {"w": torch.arange(4096, dtype=torch.float32)}, "step": 3}, path)
+    assert (tmp_path / "best.pt.sha256").read_text().split() == [__import__("hashlib").sha256(
+        path.read_bytes()).hexdigest(), "best.pt"]
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 400] = bytes(b ^ 0x5A for b in data[middle:middle + 400])
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["step"] == 3  # torch alone does not notice
+    with pytest.raises(CheckpointError, match=r"best.pt: checksum mismatch with best.pt.sha256.*--resume"):
+        safe_load(path)
+    (tmp_path / "best.pt.sha256").unlink()  # a file without a checksum (another tool's) is read as it is
+    assert safe_load(path)["step"] == 3
+
+
+def test_save_over_a_file_size_limit_is_one_error_and_keeps_the_old_file(tmp_path):
+    """A write that hits RLIMIT_FSIZE (the disk-full case, reproducibly) fails as a CheckpointSaveError
+    naming the file; the old last.pt, its checksum and no temp file remain. In a child process: the
+    limit must not reach the test runner."""
+    import subprocess
+    import sys
+    import textwrap
+
+    path = tmp_path / "last.pt"
+    atomic_save({"model": {"w": torch.zeros(10)}, "step": 1}, path)
+    before = path.read_bytes()
+    script = textwrap.dedent(f"""
+        import resource, torch
+        from core.checkpoint import CheckpointSaveError, atomic_save
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        try:
+            atomic_save({{"model": {{"w": torch.zeros(1_000_000)}}, "step": 2}}, {str(path)!r})
+        except CheckpointSaveError as err:
+            print(err)
+    """)
+    import os
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{path}: could not be written (") and "is kept" in out.stdout
+    assert len(out.stdout.strip().splitlines()) == 1
+    assert path.read_bytes() == before and safe_load(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "last.pt.sha256"]

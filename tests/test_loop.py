@@ -4,6 +4,7 @@ Legend: B sentences, T positions, H hidden, K tags, V vocabulary.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -202,8 +203,11 @@ def test_run_dir_outputs(tmp_path):
     assert best["neg_loss"] == result["best_metric"]
     last = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert last["step"] == 16 and last["config"]["train"]["batch_size"] == 4
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "config.yaml", "last.pt",
-                                                                    "metrics.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["best.pt", "best.pt.sha256", "config.yaml",
+                                                                    "last.pt", "last.pt.sha256", "metrics.jsonl"]
+    for name in ("best.pt", "last.pt"):  # each checkpoint with the sha256 of its bytes beside it
+        digest = hashlib.sha256((tmp_path / "run" / name).read_bytes()).hexdigest()
+        assert (tmp_path / "run" / f"{name}.sha256").read_text() == f"{digest}  {name}\n"
 
 
 def test_profiler_writes_trace_with_phases(tmp_path):

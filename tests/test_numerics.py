@@ -13,7 +13,7 @@ import torch
 import core.loop
 from core.checkpoint import NonFiniteError
 from core.loop import fit, train_step
-from core.profiler import build_profiler
+from core.train_state import TrainState
 from test_loop import ToyTask, final_weights, toy_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,9 +68,8 @@ def _one_step(cfg, scaler, clip):
     scheduler = build_scheduler(optimizer, cfg.train, 10)
     micro = list(task.train_batches(0))[:2]
     labelled = sum(b["n_tokens"] for b in micro)
-    loss, norm = train_step(model, task, micro, labelled, optimizer, scheduler, scaler,
-                            torch.autocast("cpu", enabled=False), torch.device("cpu"), 1, clip,
-                            build_profiler(cfg.profile, cfg.train.out_dir, torch.device("cpu"), enabled=False))
+    loss, norm = train_step(TrainState(model, optimizer, scheduler, scaler), task, micro, labelled,
+                            torch.autocast("cpu", enabled=False), clip)
     return model, float(norm)
 
 
