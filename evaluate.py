@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from core.checkpoint import CheckpointError  # also: a model folder that cannot be loaded
 from core.config import ConfigError, load_config
 from core.metrics import confusion, entity_scores
 from core.results import f1_table, gather, per_type_table
@@ -47,10 +48,6 @@ from data.text_input import INPUT_FORMATS, InputError, InputSentence, read_input
 from models.tagger import CRFTagger
 from tasks.ner import MissingCheckpointError, predict_words
 from tasks import relation  # --predict on a relation run (tasks/relation.py)
-
-class CheckpointError(ValueError):
-    """A model folder that cannot be loaded (corrupt, truncated, missing tag names)."""
-
 
 # ---- loading a trained model -------------------------------------------------------------------
 def load_model_dir(model_dir: str | Path):

@@ -47,13 +47,13 @@ def restore_best(model: nn.Module, run_dir: str | Path) -> dict:
     """Load run_dir/best.pt (weights only, no code runs) into ``model``; returns its other entries
     (step, the metric). Raises FileNotFoundError naming the file when the run never evaluated."""
     from core.checkpoint import safe_load
+    from core.distributed import unwrap
 
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no best-dev checkpoint (the run never evaluated)")
     state = safe_load(path)
-    module = getattr(model, "module", model)
-    getattr(module, "_orig_mod", module).load_state_dict(state["model"])
+    unwrap(model).load_state_dict(state["model"])
     return {k: v for k, v in state.items() if k != "model"}
 
 

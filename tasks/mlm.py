@@ -32,14 +32,10 @@ from torch import nn
 from data.code_switch import SwitchedCorpus, load_lexicon
 from data.masking import IGNORE_INDEX, MaskingCollator
 from data.text import encode_sentences, gather_text, ner_source_name, pack_sequences, split_heldout
+from core.distributed import unwrap
 from core.pacing import BatchPacer, ThreadTuner
 
 SEED_STRIDE = 1_000_003  # separates the (seed, epoch, batch) streams of random numbers
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 def _autocast(device: torch.device, precision: str):
@@ -179,7 +175,7 @@ class MLMTask:
         with _autocast(device, self.cfg.train.precision):
             for batch in self.heldout_batches:
                 batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                loss, right = masked_lm_loss(_unwrap(model), batch)
+                loss, right = masked_lm_loss(unwrap(model), batch)
                 loss_sum += loss.double().cpu()
                 correct += int(right)
                 count += batch["n_tokens"]
@@ -257,7 +253,7 @@ class MLMTask:
         train_started = time.monotonic()
         result = fit_best(cfg, self, run_dir)
         train_seconds = time.monotonic() - train_started
-        model = _unwrap(result["model"])
+        model = unwrap(result["model"])
         final = self.evaluate(model)  # the exported weights' held-out scores
         save_mini(model, self.tokenizer, run_dir / "model", cfg.mlm.export_dropout)
         summary = {"steps": result["step"],

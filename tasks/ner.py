@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.distributed import is_main_process
+from core.distributed import is_main_process, unwrap
 from core.metrics import entity_scores
 from data.batching import LengthBucketSampler, collate
 from data.conll import Sentence
@@ -48,17 +48,12 @@ def _autocast(device: torch.device, precision: str):
     return autocast_context(device, resolve_precision(precision, device))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)  # DDP
-    return getattr(model, "_orig_mod", model)  # torch.compile
-
-
 @torch.inference_mode()
 def predict_words(model: nn.Module, sentences: list[Sentence], tokenizer, labels: LabelSet, data_cfg,
                   batch_size: int = 32, precision: str = "auto"):
     """(tags, losses): one predicted tag per word of every sentence (windows stitched back), and
     each word's cross-entropy of its gold tag under the head's softmax (None without gold tags)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -149,7 +144,7 @@ class NERTask:
             yield collate([self.train_windows[i] for i in index], self.tokenizer.pad_id, pin_memory=pin)
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        crf = getattr(_unwrap(model), "crf", None)
+        crf = getattr(unwrap(model), "crf", None)
         if crf is None:  # logits at the labelled positions only (the encoder's last layer skips the rest)
             labelled = batch["labels"] != IGNORE_INDEX  # (B, T)
             logits = model(batch["input_ids"], batch["attention_mask"], select=labelled).float()  # (M, K) in fp32
@@ -171,7 +166,7 @@ class NERTask:
     # --- after training ------------------------------------------------------------------------
     def test(self, model: nn.Module) -> dict[str, dict]:
         """Test scores on every eval_lang with ``model`` as it is (run() gives it the best-dev weights)."""
-        model = _unwrap(model)
+        model = unwrap(model)
         d = self.cfg.data
         return {lang: score(model, _cap(load_split(d, lang, "test"), d.max_test_sentences, self.cfg.train.seed),
                             self.tokenizer, self.labels, d, self.cfg.train.batch_size * 2, self.cfg.train.precision)
@@ -283,7 +278,7 @@ def save_trained(run_dir: str | Path, model: nn.Module, tokenizer, labels: Label
 
     run_dir = Path(run_dir)
     out = run_dir / "model"
-    model = _unwrap(model)
+    model = unwrap(model)
     if cfg is None:
         found = [p for p in (run_dir / "config.yaml", run_dir.parent / "config.yaml") if p.is_file()]
         cfg = load_config(found[0]) if found else load_config()
