@@ -7,7 +7,8 @@
 Both retrieve the CSLS top-10 targets for every one of n source vectors among n targets.
 The reference follows MUSE (get_nn_avg_dist + batched scoring): queries in batches of 1024,
 an fp32 matrix product and a top-k for r_src, again for r_tgt, and once more for the retrieval
-(three passes). Ours (models/csls.py): one pass of a bf16 product (where the CPU has it) with
+(three passes; models/csls.py with kernels="reference" computes the same way). Ours
+(models/csls_fast.py, kernels="fast"): one pass of a bf16 product (where the CPU has it) with
 block maxima instead of top-k, the candidates re-scored in fp32 and proved per row; the few
 unproved queries get a second candidate pass. Repetitions alternate the order; the ratio is
 the median of the per-repetition ratios. Peak memory is the resident-set growth above the
@@ -26,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.precision import cpu_supports_bf16  # noqa: E402
-from models.csls import _search, normalize, product_dtype  # noqa: E402
+from models.csls import normalize  # noqa: E402
+from models.csls_fast import _search, product_dtype  # noqa: E402
 
 
 from bench.memory import PeakMemory, rss_mb  # noqa: E402
