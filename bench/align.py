@@ -93,7 +93,7 @@ def peak_rss_mb() -> float:
 
 def bound_mb(Q: int, H: int, memory_mb: float, k: int = 10) -> tuple[float, float]:
     """(the part that grows with Q, the whole bound) in MB for Q aligned pairs (see the module doc)."""
-    from models.csls import COL_MARGIN, ROW_MARGIN, product_dtype
+    from models.csls_fast import COL_MARGIN, ROW_MARGIN, product_dtype
 
     keep, K = max(k, 1) + ROW_MARGIN, k + COL_MARGIN
     operand = -(-(H + 4) // 16) * 16 * (torch.finfo(product_dtype(torch.device("cpu"))).bits // 8)
