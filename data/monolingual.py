@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from data.conll import read_conll
+from data.lines import utf8_lines
 from data.vocab import word_key
 
 _TOKEN = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]", re.UNICODE)
@@ -47,17 +48,16 @@ class TextSource:
         if self.skip_lines:
             skip = {int(x) for x in (Path(root) / self.skip_lines).read_text().split()}
         out = []
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if number in skip or (self.eltec and line.startswith("### ")):
-                    continue
-                if self.column is not None:
-                    fields = line.rstrip("\n").split("\t")
-                    if len(fields) <= self.column:
-                        raise ValueError(f"{path}:{number}: expected a TAB-separated column {self.column + 1}")
-                    line = fields[self.column]
-                if line.strip():
-                    out.append(line.strip())
+        for number, line in utf8_lines(path):  # not UTF-8: an error naming the file and line
+            if number in skip or (self.eltec and line.startswith("### ")):
+                continue
+            if self.column is not None:
+                fields = line.split("\t")
+                if len(fields) <= self.column:
+                    raise ValueError(f"{path}:{number}: expected a TAB-separated column {self.column + 1}")
+                line = fields[self.column]
+            if line.strip():
+                out.append(line.strip())
         return out
 
 

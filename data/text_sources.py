@@ -9,15 +9,17 @@ A spec is a path relative to the data root, optionally with ``#column`` for .csv
 (read by header name; .gz is unpacked on the fly; a CSV's BOM is skipped). Plain files give one
 line per non-empty line, whitespace folded, HTML escapes undone; lines that are markup of the
 dumps at hand are skipped: WikiExtractor's ``<doc ...>`` / ``</doc>`` and ELTeC's ``### file``
-headers. ``max_lines`` keeps the first N lines of the spec (0 = all). ``drop_overlaps`` removes
+headers. Bytes that are not UTF-8 are an error naming the config key, the file and the line.
+``max_lines`` keeps the first N lines of the spec (0 = all). ``drop_overlaps`` removes
 the lines that hold an evaluation sentence (e.g. Wikipedia text that quotes a test sentence).
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import html
-import io
+import zlib
 from pathlib import Path
 
 SKIP_PREFIXES = ("<doc ", "</doc>", "### ")
@@ -27,37 +29,53 @@ class TextSourceError(ValueError):
     """A text source that is missing, empty or malformed (the message names the config key)."""
 
 
-def _open(path: Path):
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+def _decoded(path: Path, key: str):
+    """The lines of a file (gzip unpacked), decoded as UTF-8 with their newlines, a BOM dropped; bytes
+    that are not UTF-8 (or a broken gzip stream) are an error naming the file and line."""
+    number = 0
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as handle:
+            for number, raw in enumerate(handle, start=1):
+                if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise TextSourceError(f"{key}: {path}:{number}: not UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                                          f"{err.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise TextSourceError(f"{key}: {path}: unreadable after line {number} ({err})") from None
 
 
 def _fold(text: str) -> str:
     return " ".join(html.unescape(text).split())
 
 
-def _plain_lines(path: Path):
-    with _open(path) as handle:
-        for raw in handle:
-            line = _fold(raw)
-            if line and not line.startswith(SKIP_PREFIXES):
-                yield line
+def _plain_lines(path: Path, key: str):
+    for raw in _decoded(path, key):
+        line = _fold(raw)
+        if line and not line.startswith(SKIP_PREFIXES):
+            yield line
 
 
 def _column_lines(path: Path, column: str, key: str):
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
     delimiter = "\t" if stem.endswith(".tsv") else ","
-    with _open(path) as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    reader = csv.DictReader(_decoded(path, key), delimiter=delimiter,
+                            quoting=csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL)
+    try:
         if reader.fieldnames is None or column not in reader.fieldnames:
             raise TextSourceError(f"{key}: {path} has no column {column!r} (columns: {reader.fieldnames})")
-        for row_number, row in enumerate(reader, start=2):
+        for row in reader:
             value = row.get(column)
             if value is None:
-                raise TextSourceError(f"{key}: {path} row {row_number} has no {column!r} field")
+                raise TextSourceError(f"{key}: {path}:{reader.line_num}: row has no {column!r} field")
             line = _fold(value)
             if line:
                 yield line
+    except csv.Error as err:  # e.g. a cell over csv's field size limit: an unbalanced quote, usually
+        raise TextSourceError(f"{key}: {path}:{reader.line_num + 1}: unreadable {delimiter!r}-separated text ({err}; "
+                              f"a cell over {csv.field_size_limit():,} characters usually means an unbalanced quote)") from None
 
 
 def drop_markup(lines: list[str]) -> list[str]:
@@ -83,7 +101,7 @@ def read_source(root: str | Path, spec: str, max_lines: int = 0, key: str = "tex
     paths, column = source_paths(Path(root), spec, key)
     lines: list[str] = []
     for path in paths:
-        for line in (_column_lines(path, column, key) if column else _plain_lines(path)):
+        for line in (_column_lines(path, column, key) if column else _plain_lines(path, key)):
             lines.append(line)
             if max_lines and len(lines) >= max_lines:
                 return lines

@@ -150,3 +150,39 @@ def test_missing_data_skips_locally_and_fails_in_ci(tmp_path, monkeypatch):
         require_data(tmp_path)
     (tmp_path / "panx").mkdir()
     require_data(tmp_path)  # present: nothing happens
+
+
+def test_extension_text_sources_name_key_file_and_line(tmp_path):
+    """read_source (extend.text_files and friends): bytes that are not UTF-8, in plain, CSV and gzip
+    files, and a CSV cell over csv's field limit are one error naming the key, the file and the line."""
+    import csv
+    import gzip
+
+    from data.text_sources import TextSourceError, read_source
+    (tmp_path / "p.txt").write_bytes(codecs.BOM_UTF8 + b"erste Zeile\nzweite Zeile\nK\xf6ln\n")
+    with pytest.raises(TextSourceError, match=r"extend\.text_files\[0\]: .*p\.txt:3: not UTF-8 \(byte 0xf6 at column 2\)"):
+        read_source(tmp_path, "p.txt", key="extend.text_files[0]")
+    (tmp_path / "a.csv").write_bytes(b'id,text\n1,"gut"\n2,"K\xf6ln"\n')
+    with pytest.raises(TextSourceError, match=r"k: .*a\.csv:3: not UTF-8"):
+        read_source(tmp_path, "a.csv#text", key="k")
+    with gzip.open(tmp_path / "g.tsv.gz", "wb") as f:
+        f.write(b"id\ttext\n1\tgut\n2\tK\xf6ln\n")
+    with pytest.raises(TextSourceError, match=r"k: .*g\.tsv\.gz:3: not UTF-8"):
+        read_source(tmp_path, "g.tsv.gz#text", key="k")
+    (tmp_path / "long.csv").write_text('id,text\n1,gut\n2,"' + "x" * (csv.field_size_limit() + 1) + '"\n')
+    with pytest.raises(TextSourceError, match=r"k: .*long\.csv:3: unreadable ',.*field larger than field limit"):
+        read_source(tmp_path, "long.csv#text", key="k")
+    (tmp_path / "bad.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(TextSourceError, match=r"k: .*bad\.gz: unreadable after line 0"):
+        read_source(tmp_path, "bad.gz", key="k")
+
+
+def test_monolingual_text_names_file_and_line(tmp_path):
+    from data.monolingual import TextSource
+
+    (tmp_path / "m.txt").write_bytes(codecs.BOM_UTF8 + b"eins\tone\nzwei\ttwo\nK\xf6ln\tcologne\n")
+    with pytest.raises(TextFileError, match=r"m\.txt:3: not UTF-8 \(byte 0xf6"):
+        TextSource("m.txt", 1).lines(tmp_path)
+    (tmp_path / "m.txt").write_bytes(codecs.BOM_UTF8 + b"eins\tone\r\nzwei\ttwo\n")
+    assert TextSource("m.txt", 0).lines(tmp_path) == ["eins", "zwei"]  # BOM and CRLF gone
+    assert TextSource("m.txt", 1).lines(tmp_path) == ["one", "two"]
