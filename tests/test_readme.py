@@ -2,7 +2,8 @@
 things that exist: the first screen has set-up, the smoke run and a five-row headline table; every
 command in a code block of README.md and docs/USAGE.md names an existing script and config; every
 config is in docs/USAGE.md's table; the headline rows link to RESULTS.md sections that exist; the
-Python snippet in docs/USAGE.md runs against a tiny local checkpoint."""
+Python snippet in docs/USAGE.md runs against a tiny local checkpoint; the documents name no work
+sessions, issue numbers or job queues."""
 from __future__ import annotations
 
 import json
@@ -137,6 +138,18 @@ def test_linked_files_and_images_exist(doc):
             continue
         base = ROOT if doc == README or doc == RESULTS else doc.parent
         assert (base / target).exists(), f"{doc.name} links {target}, which does not exist"
+
+
+PRODUCT_DOCS = [README, RESULTS, USAGE] + [ROOT / "docs" / f"{name}.md" for name in
+                                          ("NER", "MINI", "ZERORESOURCE", "EXTEND", "ALIGN", "RE")]
+HISTORY = re.compile(r"\bsessions?\b|\bissues? #?\d|\bcpujob\b|\bjob queue|\bwork rounds?\b", flags=re.I)
+
+
+@pytest.mark.parametrize("doc", PRODUCT_DOCS, ids=lambda p: p.name)
+def test_documents_speak_of_the_product_not_of_how_it_was_made(doc):
+    hits = [f"{doc.name}:{n}: {line.strip()[:80]}" for n, line in
+            enumerate(doc.read_text(encoding="utf-8").splitlines(), 1) if HISTORY.search(line)]
+    assert not hits, "work history belongs in commit messages:\n" + "\n".join(hits)
 
 
 def test_usage_snippet_runs_against_a_tiny_checkpoint(tmp_path, monkeypatch):
