@@ -44,9 +44,11 @@ class SafetensorsReader:
         if self.file_size < 8:
             raise SafetensorsError(f"{self.path}: file too small ({self.file_size} bytes) to hold a header")
         (header_len,) = struct.unpack("<Q", self._file.read(8))
-        if header_len > MAX_HEADER_BYTES or 8 + header_len > self.file_size:
-            raise SafetensorsError(f"{self.path}: absurd header length {header_len} "
-                                   f"(file has {self.file_size} bytes; limit {MAX_HEADER_BYTES})")
+        if header_len > MAX_HEADER_BYTES:
+            raise SafetensorsError(f"{self.path}: absurd header length {header_len} (limit {MAX_HEADER_BYTES})")
+        if 8 + header_len > self.file_size:
+            raise SafetensorsError(f"{self.path}: header length {header_len} runs past the end of the file "
+                                   f"({self.file_size} bytes; truncated?)")
         try:
             header = json.loads(self._file.read(header_len))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -3,6 +3,7 @@ file (truncated, offsets outside the file, absurd header length, bad JSON) rejec
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import pytest
@@ -97,7 +98,7 @@ def test_offsets_that_disagree_with_the_shape_are_rejected(tmp_path):
 
 def test_absurd_header_length_is_rejected(tmp_path):
     p = write_raw(tmp_path / "a.safetensors", b"{}", header_len=2**60)
-    with pytest.raises(SafetensorsError, match=r"absurd header length 1152921504606846976"):
+    with pytest.raises(SafetensorsError, match=rf"^{re.escape(str(p))}: absurd header length 1152921504606846976"):
         SafetensorsReader(p)
 
 
@@ -122,3 +123,24 @@ def test_mapped_views_survive_close_and_save(tmp_path):
     torch.save({"w": view}, buf)
     buf.seek(0)
     assert torch.equal(torch.load(buf, weights_only=True)["w"], w + 1)
+
+
+def test_header_length_is_checked_against_the_file_size(tmp_path):
+    # a header length under the absurd-size limit but past the end of the file: the short read
+    # happens to be valid JSON ('{}'), so only the size check stops it
+    p = write_raw(tmp_path / "a.safetensors", b"{}", header_len=40)
+    with pytest.raises(SafetensorsError, match=rf"^{re.escape(str(p))}: header length 40 runs past the end of the file \(10 bytes"):
+        SafetensorsReader(p)
+
+
+def test_header_length_that_pushes_the_tensors_past_the_end_is_rejected(tmp_path):
+    # the header length claims 4 bytes more than the JSON: the data start moves 4 bytes into the
+    # tensor bytes (spaces, so the header still parses) and the tensor would end past the file
+    blob = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
+    data = b" " * 8
+    good = write_raw(tmp_path / "good.safetensors", blob, data)
+    assert SafetensorsReader(good).get("w").shape == (2,)
+    p = write_raw(tmp_path / "a.safetensors", blob, data, header_len=len(blob) + 4)
+    with pytest.raises(SafetensorsError, match=rf"^{re.escape(str(p))}: tensor 'w': offsets \[0, 8\) point outside the file "
+                                               r"\(4 data bytes; truncated\?\)"):
+        SafetensorsReader(p)
