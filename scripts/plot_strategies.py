@@ -4,7 +4,7 @@ grouped bars.
     python scripts/plot_strategies.py --out strategies.png          # the mini runs under their usual names
     python scripts/plot_strategies.py --out s.png \\
         --strategy "zero-shot (train de)" runs/mini_zeroshot_de_s42 runs/mini_zeroshot_de_s1 \\
-        --strategy "multilingual de+fr (older mini)" de=77.9,en=37.4,fr=83.1 \\
+        --strategy "few-shot (de 5k + fr 4000)" de=63.2,fr=71.3 \\
         --strategy "full (train = test language)" runs/mini_full_de runs/mini_full_en
 
 A strategy is a label and its sources: run folders (their results.json; a few-shot run gives its
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.gather_results import f1_table  # noqa: E402
 
 LANGS = ["de", "en", "nl", "es", "fr", "it"]
-DEFAULT_STRATEGIES = [  # label, sources: the mini configs' runs (README "Four strategies")
+DEFAULT_STRATEGIES = [  # label, sources: the mini configs' runs (RESULTS.md "Four strategies")
     ("zero-shot (train de)", ["runs/mini_zeroshot_de_s42", "runs/mini_zeroshot_de_s1", "runs/mini_zeroshot_de_s2"]),
     ("few-shot (de 5k + fr 4000)", ["runs/mini_fewshot_fr"]),
     ("multilingual (train de+fr)", ["runs/mini_multilingual_defr"]),
