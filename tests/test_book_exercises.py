@@ -103,3 +103,57 @@ def test_ch02_exercise_2_right_padding_changes_nothing():
         hidden_alone = model(alone["input_ids"], alone["attention_mask"])  # (1, T, H)
         hidden_both = model(both["input_ids"], both["attention_mask"])     # (2, T', H)
     torch.testing.assert_close(hidden_both[0, :T], hidden_alone[0], rtol=1e-5, atol=1e-5)
+
+
+# ---- 04. the CRF -----------------------------------------------------------------------------
+LABELS_04 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+def test_ch04_exercise_1_marginals_are_the_gradient_of_log_z():
+    import itertools
+
+    from models.crf import log_partition
+
+    K, W = len(LABELS_04), 4
+    g = torch.Generator().manual_seed(0)
+    emissions = torch.randn(1, W, K, generator=g, dtype=torch.float64, requires_grad=True)  # (B, W, K)
+    start, trans, end = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in [(K,), (K, K), (K,)])
+    mask = torch.ones(1, W, dtype=torch.bool)
+    (grad,) = torch.autograd.grad(log_partition(emissions, mask, start, trans, end).sum(), emissions)  # (1, W, K)
+
+    e = emissions.detach()[0]
+    paths = list(itertools.product(range(K), repeat=W))
+    scores = torch.stack([start[p[0]] + end[p[-1]] + sum(e[t, p[t]] for t in range(W))
+                          + sum(trans[p[t - 1], p[t]] for t in range(1, W)) for p in paths])  # (K^W,)
+    probs = (scores - torch.logsumexp(scores, 0)).exp()
+    marginals = torch.zeros(W, K, dtype=torch.float64)
+    for p, prob in zip(paths, probs):
+        for t in range(W):
+            marginals[t, p[t]] += prob
+    torch.testing.assert_close(grad[0], marginals)
+    torch.testing.assert_close(marginals.sum(1), torch.ones(W, dtype=torch.float64))
+
+
+def test_ch04_exercise_2_count_valid_bio_paths():
+    import itertools
+    import math
+
+    from models.crf import CRF, bio_allowed
+
+    K, W = len(LABELS_04), 4
+    allowed, start_allowed = bio_allowed(LABELS_04)  # (K, K), (K,) bool
+    counts = start_allowed.long()  # (K,) valid paths of one word ending in each tag
+    for _ in range(W - 1):
+        counts = counts @ allowed.long()  # (K,): sum over the previous tag of count x allowed
+    n_valid = int(counts.sum())
+    brute = sum(bool(start_allowed[p[0]]) and all(allowed[a, b] for a, b in zip(p, p[1:]))
+                for p in itertools.product(range(K), repeat=W))
+    assert n_valid == brute == 153
+
+    crf = CRF(K, labels=LABELS_04, constrain_training=True)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.zero_()
+    zeros = torch.zeros(1, W, K)  # (B, W, K)
+    log_z = crf(zeros, torch.zeros(1, W, dtype=torch.long), reduction="none").detach()  # log Z - score(O O O O)
+    assert float(log_z) == pytest.approx(math.log(n_valid), abs=1e-5)
