@@ -1,4 +1,5 @@
-"""The fast_align model: parity with a loop-by-loop port of fast_align's EM, a known answer on a tiny
+"""The fast_align model: parity with a loop-by-loop port of fast_align's EM (table, tension steps,
+log-likelihood and Viterbi links after N iterations), a known answer on a tiny
 corpus, symmetrisation and the 1-to-1 filter, AER against hand-computed values, similarity alignment."""
 import math
 import random
@@ -25,17 +26,29 @@ def fast_align_z(i, m, n, tension):
     return ezt + ezb
 
 
-def loop_fast_align(src, tgt, iterations, p0=0.08, tension=4.0, vb=False, alpha=0.01):
-    """fast_align.cc's UpdateFromPairs / Normalize(VB), one word at a time (no tension optimisation)."""
+def expected_prior_feature(j, m, n, tension):
+    """E[h] over source positions 1..n under the diagonal prior of target word j (fast_align's ComputeDLogZ),
+    summed term by term."""
+    weights = [math.exp(-abs(i / n - j / m) * tension) for i in range(1, n + 1)]
+    return sum(-abs(i / n - j / m) * w for i, w in zip(range(1, n + 1), weights)) / sum(weights)
+
+
+def loop_fast_align(src, tgt, iterations, p0=0.08, tension=4.0, vb=False, alpha=0.01, optimize_tension=False):
+    """fast_align.cc's UpdateFromPairs / Normalize(VB) and its tension steps (-o), one word at a time.
+
+    Returns (table, Viterbi links of the last iteration, final tension, log-likelihood of each EM iteration)."""
     table = None
+    log_likelihood = []
     for it in range(iterations):
         counts = {}
         final = it == iterations - 1
         links = []
+        emp_feat, toks, likelihood = 0.0, 0, 0.0
         for s_words, t_words in zip(src, tgt):
             n, m = len(s_words), len(t_words)
             sent = set()
             for j, f in enumerate(t_words, 1):
+                toks += 1
                 z = fast_align_z(j, m, n, tension) / (1 - p0)
                 cands = [None] + s_words
                 probs = []
@@ -49,11 +62,22 @@ def loop_fast_align(src, tgt, iterations, p0=0.08, tension=4.0, vb=False, alpha=
                         sent.add((best - 1, j - 1))
                     continue
                 total = sum(probs)
+                likelihood += math.log(total)
                 for i, e in enumerate(cands):
                     counts[(e, f)] = counts.get((e, f), 0.0) + probs[i] / total
+                    if i > 0:
+                        emp_feat += -abs(i / n - j / m) * probs[i] / total
             links.append(sent)
         if final:
-            return table, links
+            return table, links, tension, log_likelihood
+        log_likelihood.append(likelihood)
+        if optimize_tension and it > 0:
+            emp_feat /= toks
+            for _ in range(8):
+                mod_feat = sum(expected_prior_feature(j, len(t), len(s), tension)
+                               for s, t in zip(src, tgt) for j in range(1, len(t) + 1)) / toks
+                tension += (emp_feat - mod_feat) * 20.0
+                tension = min(max(tension, 0.1), 14.0)
         by_e = {}
         for (e, f), c in counts.items():
             by_e[e] = by_e.get(e, 0.0) + c + (alpha if vb else 0.0)
@@ -85,28 +109,57 @@ def test_prior_normaliser_equals_fast_align_closed_form():
         assert torch.allclose(token_mass, torch.ones(14, dtype=prior.dtype))
 
 
-@pytest.mark.parametrize("vb", [False, True])
-def test_em_equals_a_loop_port_of_fast_align(vb):
-    model = FastAlign(iterations=4, optimize_tension=False, variational_bayes=vb).fit(CORPUS_SRC, CORPUS_TGT)
-    table, links = loop_fast_align(CORPUS_SRC, CORPUS_TGT, iterations=4, vb=vb)
+def shuffled_lexicon(n_sentences=60, seed=0):
+    """8 word pairs d_k <-> e_k, 3-word sentences, every second target reversed."""
+    rng = random.Random(seed)
+    src, tgt = [], []
+    for s in range(n_sentences):
+        ks = rng.sample(range(8), 3)
+        src.append([f"d{k}" for k in ks])
+        tgt.append([f"e{k}" for k in (ks[::-1] if s % 2 else ks)])
+    return src, tgt
+
+
+def monotone_corpus():
+    """Translations word by word in the same order, 4-7 words: the tension rises to its upper clip (14)."""
+    rng = random.Random(1)
+    src = [[f"d{k}" for k in rng.sample(range(12), rng.randint(4, 7))] for _ in range(20)]
+    return src, [[w.replace("d", "e") for w in s] for s in src]
+
+
+def assert_model_equals_port(model, port, src, tgt):
+    table, links, tension, log_likelihood = port
     V = len(model.tgt_vocab)
     for (e, f), value in table.items():
         key = (0 if e is None else model.src_vocab.ids[e] + 1) * V + model.tgt_vocab.ids[f]
         slot = int(torch.searchsorted(model.keys, torch.tensor(key)))
         assert model.keys[slot] == key and model.t[slot].item() == pytest.approx(value, rel=1e-9)
     assert len(table) == len(model.keys)
-    assert model.align(CORPUS_SRC, CORPUS_TGT) == links
+    assert model.tension == pytest.approx(tension, rel=1e-9, abs=1e-12)
+    assert model.log_likelihood == pytest.approx(log_likelihood, rel=1e-12)
+    assert model.align(src, tgt) == links
+
+
+@pytest.mark.parametrize("optimize_tension", [False, True])
+@pytest.mark.parametrize("vb", [False, True])
+@pytest.mark.parametrize("corpus", ["toy", "shuffled lexicon", "monotone"])
+def test_em_equals_a_loop_port_of_fast_align(vb, optimize_tension, corpus):
+    # every parameter after N iterations: the table t(f | e), the tension (fast_align's -o steps after
+    # every iteration from the second), the log-likelihood of each iteration, the Viterbi links
+    src, tgt = {"toy": (CORPUS_SRC, CORPUS_TGT), "monotone": monotone_corpus()}.get(corpus) or shuffled_lexicon(24)
+    iterations = 4 if corpus == "toy" else 6
+    model = FastAlign(iterations=iterations, optimize_tension=optimize_tension, variational_bayes=vb).fit(src, tgt)
+    port = loop_fast_align(src, tgt, iterations=iterations, vb=vb, optimize_tension=optimize_tension)
+    assert_model_equals_port(model, port, src, tgt)
+    if optimize_tension:
+        assert port[2] != 4.0  # the tension really moved
+        assert (port[2] == 14.0) == (corpus == "monotone")  # and stopped at the clip where it should
 
 
 def test_known_answer_on_a_shuffled_lexicon():
     # 8 word pairs d_k <-> e_k, 3-word sentences, every second target reversed: EM has to beat the
     # diagonal prior with lexical evidence and then recovers every link
-    rng = random.Random(0)
-    src, tgt = [], []
-    for s in range(60):
-        ks = rng.sample(range(8), 3)
-        src.append([f"d{k}" for k in ks])
-        tgt.append([f"e{k}" for k in (ks[::-1] if s % 2 else ks)])
+    src, tgt = shuffled_lexicon()
     forward, reverse = align_both(src, tgt, iterations=10)
     want = [{(i, t.index("e" + w[1:])) for i, w in enumerate(s)} for s, t in zip(src, tgt)]
     assert forward == want and reverse == want
