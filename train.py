@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from pathlib import Path
 
 from core.catalog import resolve_config
 from core.config import ConfigError, load_config
 from core.distributed import is_main_process
+from core.run_folder import (check_not_finished, claim_run_folder, finish_run_folder, interrupted_line,
+                             unlock_run_folder)
 
 
 def _builder(module: str):
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     parser.add_argument("--resume-force", action="store_true",
                         help="--resume even if training settings differ from last.pt's (they are listed)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="train again in the folder of a finished run (its contents are deleted first)")
     parser.add_argument("--list", action="store_true", help="list the configs: header line, what each needs first")
     parser.add_argument("--print-config", action="store_true",
                         help="print the merged config (defaults < YAML < overrides) as YAML; nothing is run")
@@ -79,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = run_dir_for(cfg)
         cfg.train.resume = cfg.train.resume or args.resume or args.resume_force  # config.yaml keeps it false
         cfg.train.resume_allow_changes = cfg.train.resume_allow_changes or args.resume_force
+        check_not_finished(run_dir, cfg.train.resume, args.overwrite)
         if cfg.train.resume:
             check_resumable(run_dir)
     except (ConfigError, FileNotFoundError, CheckpointError) as err:
@@ -105,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         except (ConfigError, CheckpointError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:  # one run per folder: locked until this process ends; a finished run is not overwritten
+        claim_run_folder(run_dir, cfg.train.resume, args.overwrite) if is_main_process() else run_dir.mkdir(
+            parents=True, exist_ok=True)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if is_main_process() and not (cfg.train.resume and (run_dir / "config.yaml").is_file()):
         write_run_config(cfg, run_dir)  # fit() rewrites it after a task's planning; a resume checks first
     try:
@@ -116,9 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    summary = {k: v for k, v in result.items() if isinstance(v, (int, float, str))} if isinstance(result, dict) else {}
-    if summary and is_main_process():
-        print(json.dumps(summary))
+    except KeyboardInterrupt as err:  # Ctrl-C: fit saved last.pt at a step boundary (core.loop.TrainingInterrupted)
+        print(interrupted_line(err, sys.argv[1:] if argv is None else argv, run_dir), file=sys.stderr)
+        return 130
+    finally:
+        unlock_run_folder(run_dir)
+    if is_main_process():  # the test table, where results.md and model/ are, what the folder holds
+        finish_run_folder(run_dir, cfg.train.keep, result if isinstance(result, dict) else None)
     from core.distributed import cleanup
     cleanup()
     return 0
@@ -140,13 +153,14 @@ def print_config_list() -> int:
 
 
 def check_resumable(run_dir: Path) -> None:
-    """Before any work: every last.pt of the run (pipelines and few-shot sizes keep one per stage)
-    must load safely (weights only) and whole; none at all is a note (the run starts from scratch)."""
+    """Before any work: every last.pt and best.pt of the run (pipelines and few-shot sizes keep them
+    per stage) must load safely (weights only), whole and with a matching checksum; no last.pt at
+    all is a note (the run starts from scratch)."""
     from core.checkpoint import safe_load
 
     found = sorted(run_dir.glob("**/last.pt")) if run_dir.is_dir() else []
-    for last in found:
-        safe_load(last, mmap=True)  # CheckpointError: unsafe, truncated or corrupt
+    for path in found + sorted(run_dir.glob("**/best.pt")):
+        safe_load(path, mmap=True)  # CheckpointError: unsafe, truncated, corrupt or a checksum mismatch
     if not found:
         print(f"note: --resume but no {run_dir / 'last.pt'}; starting from scratch", file=sys.stderr)
 

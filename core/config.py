@@ -87,7 +87,6 @@ class DataConfig:
     stride: int = 32  # pieces shared by neighbouring windows of a long sentence
     label_all_pieces: bool = False  # False: label on the first piece only
     bucket: bool = True  # length-bucketed sampler
-    num_workers: int = 0
 
 
 @dataclass
@@ -119,6 +118,9 @@ class TrainConfig:
     eval_every: int = 0  # steps; 0 = at the end of each epoch
     log_every: int = 50
     save_best: bool = True  # keep the checkpoint with the best dev metric
+    # What the run folder keeps after a successful export: "all" (last.pt with the optimizer state and best.pt
+    # too, ~3.3 + 1.1 GB at base size, needed to resume) or "model" (model/ and the results only).
+    keep: Literal["all", "model"] = "all"
     out_dir: str = "runs/{name}"
     name: str = ""  # "" -> the config file's stem
 

@@ -31,7 +31,6 @@ import itertools
 import math
 import random
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -228,7 +227,7 @@ class interrupt_flag:
             raise KeyboardInterrupt
         self.set = True
         print("interrupt: saving last.pt after this step (Ctrl-C again to stop at once, without saving)",
-              file=sys.stderr, flush=True)
+              flush=True)  # stdout, with the progress lines: stderr gets only the final line
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
