@@ -223,6 +223,7 @@ def make_items(tokenizer, corpus: ParallelCorpus, links: list[set], max_pieces: 
 
 def build_task(cfg) -> AlignTask:
     from models import load_pretrained
+    from models.vocab_check import check_vocab_match
 
     a = cfg.align
     if a.loss not in KINDS:
@@ -233,6 +234,7 @@ def build_task(cfg) -> AlignTask:
     # shared by the runs of one out_dir: the same files and settings give the same links
     cache_dir = Path(cfg.train.out_dir.format(name="align_cache"))
     encoder, tokenizer = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention)
+    check_vocab_match(encoder.config.vocab_size, tokenizer, "model.name_or_path", cfg.model.name_or_path)
     items, dev = [], {}
     for pair, files in a.train_pairs.items():
         train = load_pair(root, pair, files, a.anchor, a.tokenized)

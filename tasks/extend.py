@@ -197,6 +197,7 @@ def build_tokenizer(cfg, base_tok: XLMRTokenizer, train_text: list[str], base_te
 def build_task(cfg) -> ExtendTask:
     from models import load_pretrained
     from models.extend import grow_for_tokenizer
+    from models.vocab_check import check_vocab_match
 
     started = time.monotonic()
     e = cfg.extend
@@ -215,9 +216,7 @@ def build_task(cfg) -> ExtendTask:
     except ExtensionError as err:
         raise ValueError(str(err)) from None
     model = load_pretrained(base_dir, task="masked-lm", with_tokenizer=False, mmap=False)[0]
-    if model.config.vocab_size != base_tok.vocab_size:
-        raise ValueError(f"model.name_or_path: config.json vocab_size {model.config.vocab_size} != the tokenizer's "
-                         f"{base_tok.vocab_size}")
+    check_vocab_match(model.config.vocab_size, base_tok, "model.name_or_path", base_dir)
     grow_for_tokenizer(model, base_tok, tok, init=e.init, generator=torch.Generator().manual_seed(cfg.train.seed))
     model.train()
     pieces = encode_sentences(tok, train_text)

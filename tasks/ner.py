@@ -224,6 +224,8 @@ def load_model(cfg, num_labels: int):
                                            attention=cfg.model.attention, from_scratch=cfg.model.from_scratch)
     except (OSError, ValueError) as err:
         raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
+    from models.vocab_check import check_vocab_match
+    check_vocab_match(model.config.vocab_size, tokenizer, "model.name_or_path", name)
     if cfg.model.from_scratch:  # the same random draw for a given seed
         model.init_weights(generator=torch.Generator().manual_seed(cfg.train.seed))
     model.dropout.p = cfg.model.classifier_dropout

@@ -37,6 +37,7 @@ from models.marker_vocab import add_marker_tokens
 from models.re_decoding import allowed_relations, calibrate_and_score, per_class_f1, scores
 from models.re_export import export, relation_card
 from models.re_head import RelationClassifier
+from models.vocab_check import check_vocab_match
 from tasks.relation_predict import (RelationPredictor, is_relation_run, predict_cli, predict_csv,  # noqa: F401
                                     predict_logits, write_predictions)
 
@@ -161,6 +162,7 @@ def load_model(cfg, num_labels: int, marker_list: list[str]):
     torch.manual_seed(cfg.train.seed)
     encoder, tok = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention,
                                    from_scratch=cfg.model.from_scratch)
+    check_vocab_match(encoder.config.vocab_size, tok, "model.name_or_path", cfg.model.name_or_path)
     tokenizer, special_ids = add_marker_tokens(encoder, tok, list(marker_list)) if marker_list else (tok, {})
     model = RelationClassifier(encoder, num_labels, r.pooling, r.head_dropout, r.mlp_hidden)
     return model, tokenizer, special_ids
