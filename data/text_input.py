@@ -4,11 +4,16 @@
     records = to_jsonl_records(sentences, tags, probs)   # [{"text", "entities": [...]}]
 
 Layouts (``input_format``): ``text``, one sentence a line, words split on whitespace, each word's
-character span in the line kept; ``conll``, a CoNLL file (tags kept, any IOB2 tag); ``words``, one
-word a line with blank lines between sentences. ``auto`` picks conll when the first line is
-``index TOKEN TAG`` or ``TOKEN TAG``, words when every line is a single token (more than one line:
-a file of single-word lines is never read as one-word sentences; a note says so), else text.
-For conll/words input the text of a sentence is its words joined by single spaces.
+character span in the line kept; ``conll``, a CoNLL file with tags (kept aside, any IOB2 tag):
+``index TOKEN TAG``, ``TOKEN TAG``, or more columns with the tag last (CoNLL-2003's
+``TOKEN POS CHUNK TAG``: the word is the first column), ``-DOCSTART-`` lines skipped; ``words``,
+one word a line with blank lines between sentences. ``auto`` picks conll when the first token line
+is ``index TOKEN TAG`` or ``TOKEN TAG``, or when it has three or more columns ending in an IOB2
+tag and so do nine lines in ten (more than one line, or a tag other than O), so the tags of a
+tagged file are never read as words (a malformed line is an error naming it); words when every
+line is a single token (more than one line: a file of single-word lines is never read as one-word
+sentences; a note says so); else text. For conll/words input the text of a sentence is its words
+joined by single spaces.
 
 Entities are read off IOB2 tags by the conlleval rule (an I-X that does not continue an X starts a
 new entity), the grouping seqeval and transformers' pipeline use. Bad input is an
@@ -55,13 +60,36 @@ def _decode(data: bytes, name: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+def check_utf8(source: str | Path) -> None:
+    """An InputError naming the file and line when ``source`` cannot be read or is not UTF-8."""
+    try:
+        _decode(Path(source).read_bytes(), str(source))
+    except OSError as err:
+        raise InputError(f"{source}: cannot read ({err.strerror})") from None
+
+
+def _columns(line: str) -> list[str]:
+    line = line.strip()
+    return line.split("\t") if "\t" in line else line.split()
+
+
+def _token_lines(lines: list[str]) -> list[str]:
+    """Non-blank lines less -DOCSTART- and comment lines ('#' not followed by columns ending in a tag)."""
+    return [line for line in lines if line.strip() and not line.startswith("-DOCSTART-")
+            and not (line.startswith("#") and not is_iob2_tag(_columns(line)[-1]))]
+
+
 def detect_input_format(lines: list[str]) -> str:
-    """conll (a first line 'index TOKEN TAG' or 'TOKEN TAG', tab- or space-separated, TAG an IOB2
-    tag), words (every line one token, more than one line), else text."""
-    content = [line for line in lines if line.strip()]
-    first = content[0].strip()
-    cols = first.split("\t") if "\t" in first else first.split()
+    """conll (a first token line 'index TOKEN TAG' or 'TOKEN TAG', tab- or space-separated, TAG an
+    IOB2 tag; or 3+ columns ending in a tag, as nine lines in ten do), words (every line one token,
+    more than one line), else text."""
+    content = _token_lines(lines) or [line for line in lines if line.strip()]
+    cols = _columns(content[0])
     if (len(cols) == 3 and cols[0].isdigit() and is_iob2_tag(cols[2])) or (len(cols) == 2 and is_iob2_tag(cols[1])):
+        return "conll"
+    tagged = sum(is_iob2_tag(_columns(line)[-1]) for line in content)  # lines whose last column is a tag
+    if len(cols) >= 3 and is_iob2_tag(cols[-1]) and tagged >= 0.9 * len(content) and \
+            (len(content) > 1 or cols[-1] != "O"):
         return "conll"
     if len(content) > 1 and all(len(line.split()) == 1 for line in content):
         return "words"
@@ -105,6 +133,10 @@ def read_input(source: str | Path, input_format: str = "auto") -> list[InputSent
                 sentences.append(_joined(words))
                 words = []
         return sentences
+    tokens = _token_lines(lines)
+    first = _columns(tokens[0]) if tokens else []
+    if len(first) > 3 or (len(first) == 3 and not first[0].isdigit()):  # TOKEN ... TAG (CoNLL-2003)
+        return _read_columns(lines, len(first), name)
     with tempfile.TemporaryDirectory() as tmp:  # read_conll reads a file; errors name the input, not tmp
         path = Path(tmp) / "input.conll"
         path.write_text("\n".join(lines), encoding="utf-8")
@@ -115,6 +147,28 @@ def read_input(source: str | Path, input_format: str = "auto") -> list[InputSent
     if not sentences:
         raise InputError(f"{name}: no sentences")
     return [_joined(s.words, s.tags) for s in sentences]
+
+
+def _read_columns(lines: list[str], width: int, name: str) -> list[InputSentence]:
+    """A CoNLL file of ``width`` columns, the word first and the IOB2 tag last; errors name the line."""
+    sentences, words, tags = [], [], []
+    for lineno, line in enumerate(lines + [""], start=1):
+        if not line.strip() or line.startswith("-DOCSTART-"):
+            if words:
+                sentences.append(_joined(words, tags))
+            words, tags = [], []
+            continue
+        cols = _columns(line)
+        if len(cols) != width or not is_iob2_tag(cols[-1]):
+            if line.startswith("#"):
+                continue  # a comment line
+            raise InputError(f"{name}:{lineno}: expected {width} columns ending in an IOB2 tag, like the first "
+                             f"token line; got {line[:120]!r}")
+        words.append(cols[0])
+        tags.append(cols[-1])
+    if not sentences:
+        raise InputError(f"{name}: no sentences")
+    return sentences
 
 
 def entity_spans(tags: list[str]) -> list[tuple[int, int, str]]:

@@ -309,3 +309,128 @@ def test_export_rewrites_an_old_run_in_the_new_layout(tiny_run, tmp_path, data_r
     again = load_file(model_dir / "crf.safetensors")
     assert all(torch.equal(again[k], v) for k, v in crf.items())
     assert "python train.py configs/old.yaml" in (model_dir / "README.md").read_text()
+
+
+# ---- CLI manners: progress, --out, CoNLL input, misuse as one line, other kinds of run, --gather ----
+
+
+def _fake_run(root, name, task, results=None, files=None):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"task: {task}\n")
+    if results is not None:
+        (run / "results.json").write_text(json.dumps(results))
+    for file, text in (files or {}).items():
+        (run / file).write_text(text)
+    return run
+
+
+RELATION = {"dataset": "conll04", "best_dev_micro_f1": 55.55, "test_micro_f1": 50.25, "test_auprc": 40.0,
+            "chosen": "constraint", "per_class_f1": {"Work_For": 60.0}}
+ALIGN = {"dev_before": {"dev_retrieval": 0.25, "en-de_csls": 0.2}, "dev_after": {"dev_retrieval": 0.5},
+         "best_step": 40, "train_pairs": 100}
+
+
+def test_scoring_shows_progress_and_parts_give_the_same_tags(tiny_run, capsys):
+    from data.conll import Sentence
+    from evaluate import load_trained, predict_scored
+    from tasks.ner import predict_words
+
+    model, tok, labels, cfg = load_trained(tiny_run / "crf")
+    run = (model, tok, labels, cfg.data, 32, "fp32")
+    words = "Angela Merkel besucht Paris und der Rhein fliesst durch Koeln".split()
+    sentences = [Sentence(words[i % 5:i % 5 + 2 + i % 4], ["O"] * len(words[i % 5:i % 5 + 2 + i % 4]))
+                 for i in range(450)]
+    pred, losses = predict_scored(run, sentences, "de")
+    whole, whole_losses = predict_words(model, sentences, tok, labels, cfg.data, 32, "fp32")
+    assert pred == whole and len(losses) == 450
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["de: 200/450 sentences", "de: 400/450 sentences",
+                                                      "de: 450/450 sentences"]
+    assert all(line.endswith("sentences/s") for line in lines)
+
+
+def test_out_confirms_and_never_overwrites_the_input(tiny_run, tmp_path, capsys):
+    from evaluate import main
+
+    run = str(tiny_run / "linear")
+    (tmp_path / "in.txt").write_text("Angela Merkel besucht Paris\nDer Rhein\n")
+    assert main([run, "--predict", str(tmp_path / "in.txt"), "--out", str(tmp_path / "o.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert f"wrote {tmp_path / 'o.jsonl'} (jsonl): 2 sentences, 6 words, " in err and " entities" in err
+    before = (tmp_path / "in.txt").read_bytes()
+    for out in (str(tmp_path / "in.txt"), str(tmp_path / "." / "in.txt")):
+        assert "is the --predict input" in _error(capsys, [run, "--predict", str(tmp_path / "in.txt"), "--out", out])
+    assert (tmp_path / "in.txt").read_bytes() == before
+
+
+def test_a_tagged_conll_file_is_read_as_conll_never_its_tags_as_words(tiny_run, tmp_path, capsys):
+    from data.text_input import read_input
+    from evaluate import main
+
+    conll03 = "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\n" \
+              "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n"
+    (tmp_path / "c.conll").write_text(conll03)
+    sents = read_input(tmp_path / "c.conll")
+    assert [(s.words, s.tags) for s in sents] == [(["EU", "rejects", "German"], ["B-ORG", "O", "B-MISC"]),
+                                                 (["Peter", "Blackburn"], ["B-PER", "I-PER"])]
+    (tmp_path / "c3.conll").write_text("Paris NNP B-LOC\nbrennt VB O\n")
+    assert read_input(tmp_path / "c3.conll")[0].words == ["Paris", "brennt"]
+    (tmp_path / "one.txt").write_text("Ich sah O\n")  # one line of three words ending in O is text
+    assert read_input(tmp_path / "one.txt")[0].words == ["Ich", "sah", "O"]
+    assert main([str(tiny_run / "linear"), "--predict", str(tmp_path / "c.conll"), "--format", "jsonl"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in records] == ["EU rejects German", "Peter Blackburn"]
+    (tmp_path / "bad.conll").write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP\n")
+    assert "bad.conll:2: expected 4 columns" in _error(capsys, [str(tiny_run / "linear"), "--predict",
+                                                                str(tmp_path / "bad.conll")])
+
+
+def test_misuse_is_one_error_line(tiny_run, tmp_path, capsys):
+    run = str(tiny_run / "linear")
+    assert "a folder" in _error(capsys, [run, "--predict", str(tmp_path)])
+    err = _error(capsys, [run, "--langs", "de,xx"])
+    assert "unknown language 'xx'" in err and "de, en, es, fr, it, nl, ru" in err
+    relation = _fake_run(tmp_path, "re", "relation", RELATION)
+    assert "a folder" in _error(capsys, [str(relation), "--predict", str(tmp_path)])
+    assert "not standard input" in _error(capsys, [str(relation), "--predict", "-"])
+    (tmp_path / "rows.csv").write_bytes("id,sentence\n0,K\xf6ln\n".encode("latin-1"))
+    assert f"{tmp_path / 'rows.csv'}:2: not UTF-8" in _error(capsys, [str(relation), "--predict",
+                                                                      str(tmp_path / "rows.csv")])
+    assert "not for a 'relation' run" in _error(capsys, [str(relation), "--langs", "de"])
+    empty = _fake_run(tmp_path, "al", "align")
+    assert "'align' run with no results.json yet" in _error(capsys, [str(empty)])
+
+
+def test_relation_and_alignment_runs_print_their_table(tmp_path, capsys):
+    from evaluate import main
+
+    assert main([str(_fake_run(tmp_path, "re", "relation", RELATION))]) == 0
+    out = capsys.readouterr().out
+    assert "| re | conll04 | 50.2 | 40.0 | 55.5 | constraint |" in out
+    assert main([str(_fake_run(tmp_path, "al", "align", ALIGN))]) == 0
+    assert "| al | 0.2500 | 0.5000 | 40 |" in capsys.readouterr().out
+
+
+def test_gather_takes_any_mix_of_run_folders(tmp_path, capsys):
+    from core.config import load_config
+    from core.results import write_results
+    from evaluate import main
+
+    cfg = load_config(overrides=["train.name=zs", "data.eval_langs=[de, en]"])
+    write_results(tmp_path / "zs", cfg, {"de": _scores(0.8123), "en": _scores(0.31)}, best_dev=0.8)
+    runs = [tmp_path / "zs", _fake_run(tmp_path, "re", "relation", RELATION), _fake_run(tmp_path, "al", "align", ALIGN),
+            _fake_run(tmp_path, "bl", "bilstm_crf", {"best_dev_f1": 0.5, "test_f1": 0.4, "step": 9}),
+            _fake_run(tmp_path, "pre", "mlm", files={"mlm_summary.json": "{}"}),
+            _fake_run(tmp_path, "broken", "ner", files={"results.json": "{not json"}),
+            _fake_run(tmp_path, "half", "ner"), tmp_path / "missing"]
+    assert main(["--gather", *map(str, runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| zs | 81.2 | 31.0 |" in out and "| re | conll04 | 50.2 | 40.0 | 55.5 | constraint |" in out
+    assert "| al | 0.2500 | 0.5000 | 40 |" in out and "| bl | 0.5000 | 0.4000 | 9.0000 |" in out
+    assert out.index("## NER") < out.index("## Relation") < out.index("## Contextual alignment")
+    left_out = out[out.index("Not tabulated:"):]
+    assert f"- {tmp_path / 'pre'}: an MLM pretraining run" in left_out
+    assert f"- {tmp_path / 'broken'}: results.json is not valid JSON" in left_out
+    assert f"- {tmp_path / 'half'}: no results.json yet" in left_out
+    assert f"- {tmp_path / 'missing'}: no such folder" in left_out
