@@ -533,11 +533,19 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Keys the schema lost -> the default they had: a file that still holds the default loads.
+RETIRED_KEYS = {"data.num_workers": 0}
+
+
 def _merge(node: Any, raw: dict, where: str, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(node))
     names = [f.name for f in dataclasses.fields(node)]
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
+        if key not in names and dotted in RETIRED_KEYS:
+            if value == RETIRED_KEYS[dotted]:  # e.g. the config.yaml of a run folder written before it went
+                continue
+            raise ConfigError(f"{where}: {dotted!r} is no longer a setting (nothing read it); remove it")
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {prefix + close[0]!r}?" if close else f"; valid keys: {', '.join(names)}"

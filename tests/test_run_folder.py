@@ -209,8 +209,11 @@ def test_keep_model_removes_the_checkpoints_after_the_export(tmp_path, monkeypat
     assert "checkpoints were removed (train.keep: model)" in _one_error_line(capsys)
 
 
-def test_stale_settings_are_gone():
-    with pytest.raises(ConfigError, match="data.num_workers"):
+def test_stale_settings_are_gone(tmp_path):
+    with pytest.raises(ConfigError, match="'data.num_workers' is no longer a setting"):
         load_config(None, ["data.num_workers=2"])
+    old_run = tmp_path / "config.yaml"  # a run folder's config.yaml from before: the old default still loads
+    old_run.write_text("data:\n  num_workers: 0\n")
+    assert not hasattr(load_config(old_run).data, "num_workers")
     from core.checkpoint import RESUME_IGNORED
     assert "train.keep" in RESUME_IGNORED and not any("num_workers" in key for key in RESUME_IGNORED)
