@@ -9,8 +9,8 @@ kernel drops it with the file descriptor, so a killed run leaves no stale lock).
 the same ``train.name`` meanwhile is refused naming the folder and the holder's pid. A finished
 folder (a result file or an exported model/) is only trained again with ``--resume`` (which
 continues or re-reports it) or ``--overwrite`` (which empties it first). ``train.keep: model``
-deletes the checkpoints (last.pt, best.pt and their checksums, in the folder and its sub-folders)
-once the run has exported its model, the few GB a base-size run needs only while it trains.
+deletes the checkpoints (last.pt, best.pt and their checksums) of every folder of the run that holds
+an exported model/ once the run has ended well: the few GB a base-size run needs only while it trains.
 """
 from __future__ import annotations
 
@@ -106,9 +106,11 @@ def claim_run_folder(run_dir: str | Path, resume: bool = False, overwrite: bool 
 
 
 def remove_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Delete last.pt, best.pt and their checksums in ``run_dir`` and its sub-folders; returns them."""
+    """Delete last.pt, best.pt and their checksums in every folder of the run (``run_dir`` and its
+    sub-folders, e.g. the few-shot sizes) that holds an exported model/; returns what went."""
     run_dir = Path(run_dir)
-    removed = sorted(p for name in CHECKPOINTS for p in run_dir.glob(f"**/{name}") if p.is_file())
+    exported = sorted({p.parent for p in [run_dir / "model", *run_dir.glob("**/model")] if p.is_dir()})
+    removed = sorted(folder / name for folder in exported for name in CHECKPOINTS if (folder / name).is_file())
     for path in removed:
         path.unlink()
     return removed
@@ -151,18 +153,16 @@ def results_table(results_md: Path) -> str:
 
 
 def finish_run_folder(run_dir: str | Path, keep: str = "all", result: dict | None = None, stream=None) -> list[str]:
-    """The end of a successful run: with ``keep == "model"`` and an exported model/, the checkpoints go;
-    then the test table (results.md), the scalar results, the paths to read next and what the folder
+    """The end of a successful run: with ``keep == "model"`` the checkpoints beside an exported model/
+    go; then the test table (results.md), the scalar results, the paths to read next and what the folder
     holds are printed. Returns the printed lines."""
     run_dir = Path(run_dir)
     lines = []
     if keep == "model":
-        if (run_dir / "model").is_dir():
-            removed = remove_checkpoints(run_dir)
-            if removed:
-                lines.append(f"train.keep=model: removed {len(removed)} checkpoint files (last.pt, best.pt)")
-        else:
-            lines.append(f"train.keep=model: {run_dir / 'model'} was not exported; the checkpoints are kept")
+        removed = remove_checkpoints(run_dir)
+        left = sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("**/*.pt") if p.name in CHECKPOINTS)
+        lines.append(f"train.keep=model: removed {len(removed)} checkpoint files (last.pt, best.pt and checksums)"
+                     + (f"; kept {', '.join(left)} (no exported model/ beside them)" if left else ""))
     results_md = run_dir / "results.md"
     if results_md.is_file():
         lines.append(results_table(results_md))

@@ -202,7 +202,7 @@ def test_keep_model_removes_the_checkpoints_after_the_export(tmp_path, monkeypat
     assert train.main(args + ["train.keep=model"]) == 0
     out = capsys.readouterr().out
     assert sorted(p.name for p in run.iterdir()) == [".lock", "config.yaml", "metrics.jsonl", "model", "results.md"]
-    assert "train.keep=model: removed 4 checkpoint files" in out
+    assert "train.keep=model: removed 4 checkpoint files (last.pt, best.pt and checksums)\n" in out
     holds = [line for line in out.splitlines() if line.startswith(f"{run} holds ")]
     assert len(holds) == 1 and "model/ 2.0 KB" in holds[0] and ".pt" not in holds[0]
     assert train.main(args + ["--resume"]) == 2
@@ -217,3 +217,19 @@ def test_stale_settings_are_gone(tmp_path):
     assert not hasattr(load_config(old_run).data, "num_workers")
     from core.checkpoint import RESUME_IGNORED
     assert "train.keep" in RESUME_IGNORED and not any("num_workers" in key for key in RESUME_IGNORED)
+
+
+def test_keep_model_removes_only_checkpoints_beside_an_exported_model(tmp_path, capsys):
+    from core.run_folder import finish_run_folder
+
+    for folder in ("k250", "k500", "stage"):  # few-shot sizes export model/; a pipeline stage does not
+        (tmp_path / folder).mkdir()
+        for name in ("last.pt", "last.pt.sha256", "best.pt", "best.pt.sha256"):
+            (tmp_path / folder / name).write_bytes(b"x")
+    (tmp_path / "k250" / "model").mkdir()
+    (tmp_path / "k500" / "model").mkdir()
+    lines = finish_run_folder(tmp_path, keep="model")
+    assert lines[0] == ("train.keep=model: removed 8 checkpoint files (last.pt, best.pt and checksums); "
+                        "kept stage/best.pt, stage/last.pt (no exported model/ beside them)")
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("**/*") if p.is_file()) == \
+        ["stage/best.pt", "stage/best.pt.sha256", "stage/last.pt", "stage/last.pt.sha256"]
