@@ -1,0 +1,133 @@
+"""NER prediction with a CRF head, pinned against brute force: tasks/ner.predict_words (windows,
+padded batches, first-piece packing, the mask it gives CRF.decode, stitching) must give every word
+the tag of the best BIO-valid path over its owner window's first pieces, found by enumerating every
+path of that window alone (no batch, no padding)."""
+from __future__ import annotations
+
+import itertools
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from data.conll import Sentence
+from data.labels import build_label_set
+from data.windows import build_windows
+from models.crf import CRF
+from models.tagger import CRFTagger
+from tasks.ner import predict_words
+
+LABELS = build_label_set()
+TAGS = list(LABELS.tags)
+K = len(TAGS)
+DATA = SimpleNamespace(max_length=7, stride=2)  # windows of 5 pieces sharing 2: at most 5 owned words
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class ChunkTokenizer:
+    """Stand-in tokenizer: pieces of 3 characters, ids 10..99."""
+
+    bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def encode_words(self, words):
+        ids, index = [], []
+        for w, word in enumerate(words):
+            for i in range(0, len(word), 3):
+                ids.append(10 + sum(map(ord, word[i:i + 3])) % 90)
+                index.append(w)
+        return ids, index
+
+    def encode_words_batch(self, sentences):
+        return [self.encode_words(words) for words in sentences]
+
+
+class ContextTable(nn.Module):
+    """Emissions from the piece, its position in the window, the mean over the window's real pieces
+    and their number: padding that leaked in, or a wrong position, changes a window's emissions."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.piece = nn.Parameter(2 * torch.randn(100, K, generator=gen))  # (V, K)
+        self.position = nn.Parameter(torch.randn(DATA.max_length, K, generator=gen))  # (T, K)
+        self.context = nn.Parameter(2 * torch.randn(100, K, generator=gen))  # (V, K)
+        self.length = nn.Parameter(3 * torch.randn(DATA.max_length + 1, K, generator=gen))  # (T + 1, K)
+
+    def forward(self, input_ids, attention_mask, select=None):
+        real = attention_mask.unsqueeze(2).float()  # (B, T, 1)
+        context = (self.context[input_ids] * real).sum(1, keepdim=True) / real.sum(1, keepdim=True)  # (B, 1, K)
+        length = self.length[attention_mask.sum(1)].unsqueeze(1)  # (B, 1, K)
+        logits = self.piece[input_ids] + self.position[:input_ids.shape[1]] + context + length  # (B, T, K)
+        return logits if select is None else logits[select]
+
+
+def sentences(seed: int = 0) -> list[Sentence]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(14):
+        words = ["".join(rng.choice("abcdefgh") for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 7))]
+        out.append(Sentence(words, ["O"] * len(words)))
+    out.append(Sentence(["x" * 30, "ab", "c"], ["O"] * 3))  # 10 pieces of one word: windows that own no word
+    out.append(Sentence(["z"], ["O"]))  # one word, one piece
+    return out
+
+
+def bio_valid(path: torch.Tensor) -> torch.Tensor:
+    """(P,) whether each tag path (P, n) is valid IOB2: I-X only after B-X or I-X."""
+    ok = torch.ones(path.shape[0], dtype=torch.bool)
+    for t in range(path.shape[1]):
+        for j, tag in enumerate(TAGS):
+            if tag.startswith("I-"):
+                if t == 0:
+                    ok &= path[:, 0] != j
+                else:
+                    before = path[:, t - 1]
+                    allowed = torch.tensor([TAGS.index("B-" + tag[2:]), j])
+                    ok &= (path[:, t] != j) | torch.isin(before, allowed)
+    return ok
+
+
+def brute_force_best(emissions: torch.Tensor, crf: CRF) -> list[int]:
+    """The best valid path of one window's first-piece emissions (n, K), over all K^n paths."""
+    n = emissions.shape[0]
+    path = torch.tensor(list(itertools.product(range(K), repeat=n)))  # (P, n)
+    score = crf.start_transitions[path[:, 0]] + crf.end_transitions[path[:, -1]]  # (P,)
+    for t in range(n):
+        score = score + emissions[t, path[:, t]]
+        if t:
+            score = score + crf.transitions[path[:, t - 1], path[:, t]]
+    score = score.masked_fill(~bio_valid(path), float("-inf"))
+    return path[int(score.argmax())].tolist()
+
+
+@pytest.mark.parametrize("kernels", ["reference", "fast"])
+@pytest.mark.parametrize("batch_size", [1, 4, 64])
+def test_crf_prediction_equals_brute_force_per_owner_window(kernels, batch_size):
+    sents = sentences()
+    tokenizer = ChunkTokenizer()
+    crf = CRF(K, labels=TAGS, kernels=kernels)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # start/end/transitions large enough to change the best path
+        for p in (crf.start_transitions, crf.end_transitions, crf.transitions):
+            p.copy_(2 * torch.randn(p.shape, generator=gen))
+    model = CRFTagger(ContextTable(), crf)
+    tags, _ = predict_words(model, sents, tokenizer, LABELS, DATA, batch_size=batch_size, precision="fp32")
+
+    want = [[None] * len(s.words) for s in sents]
+    windows = build_windows(sents, tokenizer, LABELS, DATA.max_length, DATA.stride)
+    empty = 0
+    with torch.no_grad():
+        for window in windows:
+            owned = [t for t, w in enumerate(window.word_ids) if w >= 0]
+            if not owned:
+                empty += 1
+                continue
+            ids = torch.tensor([window.input_ids])  # (1, T) this window alone, no padding
+            emissions = model(ids, torch.ones_like(ids, dtype=torch.bool))[0]  # (T, K)
+            for t, tag in zip(owned, brute_force_best(emissions[owned], crf)):
+                want[window.sent_id][window.word_ids[t]] = TAGS[tag]
+    assert empty > 0 and max(len(w) for w in windows) > min(len(w) for w in windows)  # both paths are exercised
+    assert tags == want
