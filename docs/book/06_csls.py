@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 6. Word vectors, Procrustes and CSLS
+# # 06. Word vectors, Procrustes and CSLS
 #
 # Zero-resource NER (docs/ZERORESOURCE.md) translates a sentence word by word: the source
 # language's word vectors are rotated onto the target language's (`models/mapping.py`), and
@@ -50,7 +50,7 @@ def two_languages(n: int = 1000, d: int = 64, noise: float = 1.5, generic: float
 
 x, y, Q = two_languages()
 print("x", tuple(x.shape), "y", tuple(y.shape), "Q", tuple(Q.shape))
-print("Q orthogonal:", torch.allclose(Q @ Q.T, torch.eye(64), atol=1e-5))
+torch.testing.assert_close(Q @ Q.T, torch.eye(64), atol=1e-5, rtol=0)  # Q is orthogonal
 
 # %% [markdown]
 # ## Procrustes, naive and library
@@ -67,8 +67,9 @@ def procrustes_naive(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 clean_x, clean_y, clean_Q = two_languages(noise=0.0)
 clean_y = clean_x @ clean_Q  # noise 0 and no renormalisation: exactly a rotation
 W = procrustes(clean_x[:300], clean_y[:300])  # (d, d)
-print("noise-free: |W - Q| =", f"{(W - clean_Q).norm():.2e}",
-      " naive == library:", torch.allclose(procrustes_naive(clean_x[:300], clean_y[:300]), W, atol=1e-5))
+torch.testing.assert_close(procrustes_naive(clean_x[:300], clean_y[:300]), W, atol=1e-5, rtol=0)
+torch.testing.assert_close(W, clean_Q, atol=1e-5, rtol=0)
+print("noise-free: |W - Q| =", f"{(W - clean_Q).norm():.2e}")
 
 # %% [markdown]
 # With noise, W is an estimate; what matters is whether mapped words land nearest their
@@ -104,6 +105,8 @@ full = csls_naive(mapped, y)  # (S, T)
 print("CSLS matrix", tuple(full.shape))
 naive_scores, naive_top = full[queries].topk(5, dim=1)  # (700, 5)
 lib_scores, lib_top = csls_topk(mapped, y, topk=5, k=10, queries=queries)
+assert torch.equal(naive_top, lib_top)
+torch.testing.assert_close(naive_scores, lib_scores)
 print("same top-5:", torch.equal(naive_top, lib_top), " max score difference:",
       f"{(naive_scores - lib_scores).abs().max():.1e}")
 r_src, r_tgt = csls_neighbourhoods(mapped, y, k=10)  # (S,), (T,)

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 7. Vocabulary extension
+# # 07. Vocabulary extension
 #
 # A model whose vocabulary never saw a script reads every word of it as `▁ <unk>`. EXTEND
 # (Wang et al. 2020; docs/EXTEND.md) grows the vocabulary with pieces of the new language and
@@ -84,6 +84,8 @@ grow_for_tokenizer(model, base, grown, init="mean", generator=torch.Generator().
 rows = word_embeddings(model).weight.detach()  # (V + N, H)
 bias = model.lm_head.bias.detach()  # (V + N,)
 print("after:  embeddings", tuple(rows.shape), "bias", tuple(bias.shape), "config.vocab_size", model.config.vocab_size)
+assert torch.equal(rows[:V], old_rows) and torch.equal(bias[:V], old_bias)
+assert model.lm_head.decoder.weight is word_embeddings(model).weight
 print("old rows bit-identical:", torch.equal(rows[:V], old_rows), " old bias bit-identical:", torch.equal(bias[:V], old_bias))
 print("decoder still tied:", model.lm_head.decoder.weight is word_embeddings(model).weight)
 ids = torch.tensor([grown.encode("Мэр говорит с журналистами")])  # (1, T)
@@ -110,6 +112,7 @@ for kind in ("mean", "copy of ▁", "gaussian"):
     examples = [p for p, r in zip(new_pieces, rule) if r == kind]
     print(f"{kind:10} {len(examples):2} pieces, e.g. {examples[:5]}")
 j = rule.index("mean")
+torch.testing.assert_close(rows[V + j], old_rows[sources[j]].mean(0))
 print(f"{new_pieces[j]!r} = mean of base rows {base.convert_ids_to_tokens(sources[j])}:",
       torch.allclose(rows[V + j], old_rows[sources[j]].mean(0)))
 print("mean ordinary base bias", f"{old_bias[FIRST_ORDINARY_ID:].mean():.4f}", "; a Gaussian row's bias",

@@ -1,5 +1,5 @@
 # %% [markdown]
-# # 9. Relation extraction: markers, pooling, focal loss, micro-F1
+# # 09. Relation extraction: markers, pooling, focal loss, micro-F1
 #
 # A relation example is a sentence with two marked entities, subject and object; the model
 # says which relation (or `no_relation`) holds between them (Zhou & Chen 2021; docs/RE.md).
@@ -89,6 +89,9 @@ print("h", tuple(h.shape), "subj_mask", tuple(subj_mask.shape), "subj_marker", s
 brute_start = torch.stack([h[b, e.subj_marker] for b, e in enumerate(items)])  # (B, H)
 brute_mean = torch.stack([h[b, slice(*e.subj_span)].mean(0) for b, e in enumerate(items)])
 brute_max = torch.stack([h[b, slice(*e.subj_span)].max(0).values for b, e in enumerate(items)])
+torch.testing.assert_close(gather_positions(h, subj_marker), brute_start, atol=0, rtol=0)
+torch.testing.assert_close(span_mean(h, subj_mask), brute_mean)
+torch.testing.assert_close(span_max(h, subj_mask), brute_max, atol=0, rtol=0)
 print("start:", torch.equal(gather_positions(h, subj_marker), brute_start),
       " mean:", torch.allclose(span_mean(h, subj_mask), brute_mean, atol=1e-6),
       " max:", torch.equal(span_max(h, subj_mask), brute_max))
@@ -100,6 +103,7 @@ print("start:", torch.equal(gather_positions(h, subj_marker), brute_start),
 
 # %%
 attention = SpanAttention(H)
+torch.testing.assert_close(attention(h, subj_mask), span_mean(h, subj_mask))
 print("zero query == span mean:", torch.allclose(attention(h, subj_mask), span_mean(h, subj_mask), atol=1e-6))
 with torch.no_grad():
     attention.query.normal_()
@@ -108,6 +112,7 @@ for b, e in enumerate(items):
     span = h[b, slice(*e.subj_span)]  # (n, H)
     weights = [math.exp(float(row @ attention.query.detach()) / math.sqrt(H)) for row in span]
     brute.append(sum(w * row for w, row in zip(weights, span)) / sum(weights))
+torch.testing.assert_close(attention(h, subj_mask).detach(), torch.stack(brute))
 print("learned query == brute force:", torch.allclose(attention(h, subj_mask), torch.stack(brute), atol=1e-5))
 
 # %% [markdown]
@@ -121,6 +126,7 @@ print("learned query == brute force:", torch.allclose(attention(h, subj_mask), t
 # %%
 logits = torch.randn(6, 4)  # (B, K)
 labels = torch.tensor([0, 1, 2, 3, 0, 0])  # (B,)
+torch.testing.assert_close(relation_loss(logits, labels), F.cross_entropy(logits, labels, reduction="sum"))
 print("gamma 0 == cross-entropy:", torch.allclose(relation_loss(logits, labels), F.cross_entropy(logits, labels, reduction="sum")))
 p_true = F.softmax(logits, -1)[torch.arange(6), labels]  # (B,)
 focal = relation_loss(logits, labels, gamma=2.0, reduction="none")  # (B,)
@@ -160,6 +166,7 @@ for name, pred in (("always no_relation", lazy), ("a model", guess)):
     print(f"{name:18}: accuracy {accuracy:.2f}, micro-F1 {relation_micro_f1(gold_labels, pred):.1f}")
 hit = sum(g == q != 0 for g, q in zip(gold_labels, guess))
 found, wanted = sum(q != 0 for q in guess), sum(g != 0 for g in gold_labels)
+assert abs(relation_micro_f1(gold_labels, guess) - 200 * hit / (found + wanted)) < 1e-9
 print(f"by hand: precision {hit}/{found}, recall {hit}/{wanted}, F1 {200 * hit / (found + wanted):.1f}")
 
 # %% [markdown]

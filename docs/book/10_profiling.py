@@ -35,7 +35,6 @@ from models.encoder import XLMRConfig
 from models.heads import XLMRForTokenClassification
 
 torch.manual_seed(0)
-torch.set_num_threads(1)  # a tiny model: one thread is faster than several waiting on each other
 
 # %% [markdown]
 # ## A tiny task for the loop
@@ -109,6 +108,7 @@ print("\n".join(table[:14]))
 events = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
 steps = sorted((e for e in events if e.get("ph") == "X" and str(e.get("name", "")).startswith("ProfilerStep#")),
                key=lambda e: e["ts"])
+assert [e["name"] for e in steps] == ["ProfilerStep#2", "ProfilerStep#3", "ProfilerStep#4"]
 print("recorded steps:", [e["name"] for e in steps])
 
 
