@@ -288,6 +288,7 @@ class AlignConfig:
     tokenized: bool = False  # true: words are split by spaces; false: data.parallel.split_words
     alignments: dict[str, str] = field(default_factory=dict)  # pair -> Pharaoh file for train_pairs; else fast_align here
     max_pairs: int = 0  # training sentence pairs per language pair (first N); 0 = all
+    dev_max_pairs: int = 2000  # dev sentence pairs per language pair (first N): retrieval runs at every evaluation; 0 = all
     layer: int = -1  # the layer aligned (0 = embeddings, -1 = last)
     pooling: str = "mean"  # mean | first | last piece of a word
     loss: str = "l2"  # l2 (Cao et al. 2020) | infonce

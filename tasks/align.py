@@ -6,14 +6,18 @@ Legend: B sentence pairs, T subword positions, H hidden, P pieces of one side of
 Q aligned word pairs of the batch.
 
 build_task reads each "<lang>-<anchor>" pair of align.train_pairs, word-aligns it with models/word_align.py
-(both directions, intersected, 1-to-1; cached in runs/align_cache/, keyed by files and settings) unless align.alignments gives a
-Pharaoh file, and encodes the words into pieces. A batch holds B sentence pairs of any language pairs;
+(both directions, intersected, 1-to-1) unless align.alignments gives a Pharaoh file, and encodes the words
+into pieces. The links are cached in runs/align_cache/ under the sha256 of the sentences aligned and the
+aligner settings (``link_cache_key``): a changed file gives a new key, never the old links. A batch holds B sentence pairs of any language pairs;
 its loss is models/align_loss.py on the word vectors (pieces pooled) of align.layer: the Q aligned pairs
 move together and the anchor words are pulled toward the frozen original encoder f0, which the task
 holds (not the model: f0 is neither trained nor checkpointed; a resumed run loads it again).
 n_tokens = Q, so the loop's step loss is the mean per aligned pair. Dev = contextual word retrieval
-(CSLS, both directions) on align.dev_pairs at the aligned layer; run() exports the best-dev encoder in
-the HF layout (run_dir/model), which NER configs load through model.name_or_path.
+(CSLS, both directions) on the first align.dev_max_pairs pairs of each align.dev_pairs at the aligned
+layer, with a progress line per chunk of sentences; it runs before training (the original encoder), at
+each evaluation, and not again after: the best-dev scores are the ones recorded when best.pt was written
+(re-computed only for a best.pt from before a resume). run() exports the best-dev encoder in the HF
+layout (run_dir/model), which NER configs load through model.name_or_path.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import copy
 import hashlib
 import json
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -84,6 +89,7 @@ class AlignTask:
         self.frozen = copy.deepcopy(encoder).eval().requires_grad_(False)  # f0
         a = cfg.align
         self.layer, self.pooling = a.layer, a.pooling
+        self.evaluations: list[dict[str, float]] = []  # every evaluate() of this process, in order
 
     def build_model(self) -> nn.Module:
         model = self.first_model
@@ -127,7 +133,17 @@ class AlignTask:
         out = {f"{pair}_{k}": v for pair, per_layer in scores.items() for k, v in per_layer[layer].items()
                if k.startswith("csls")}
         out["dev_retrieval"] = sum(v for k, v in out.items()) / max(len(out), 1)
+        self.evaluations.append(dict(out))
         return out
+
+    def best_evaluation(self, best_metric: float | None) -> dict[str, float] | None:
+        """The scores of the evaluation that wrote best.pt: the first of this process's evaluations of
+        the trained model with the best metric (the loop keeps a later one only when it is higher);
+        None when best.pt is from before a resume."""
+        for out in self.evaluations[1:]:  # [0] is the original encoder, before training
+            if best_metric is not None and out["dev_retrieval"] == best_metric:
+                return out
+        return None
 
     def run(self, cfg, run_dir: str | Path) -> dict:
         from core.loop import fit
@@ -135,10 +151,16 @@ class AlignTask:
         from models.export import save_pretrained
 
         run_dir = Path(run_dir)
+        print("[align] dev retrieval of the original encoder", flush=True)
         before = self.evaluate(self.frozen)
-        model = fit(cfg, self, run_dir)["model"]
+        fitted = fit(cfg, self, run_dir)
+        model = fitted["model"]
         best = restore_best(model, run_dir)
-        after = self.evaluate(model.eval())
+        after = self.best_evaluation(fitted["best_metric"])
+        if after is None:
+            print("[align] dev retrieval of best.pt (written before the resume)", flush=True)
+            after = self.evaluate(model.eval())
+        model.eval()
         save_pretrained(model, self.tokenizer, run_dir / "model")
         result = {"dev_before": before, "dev_after": after, "best_step": best.get("step"),
                   "train_pairs": len(self.items), "model": str(run_dir / "model")}
@@ -146,16 +168,27 @@ class AlignTask:
         return {"dev_retrieval_before": before["dev_retrieval"], "dev_retrieval_after": after["dev_retrieval"]}
 
 
-def retrieval_scores(model, tokenizer, dev: dict[str, tuple], layers: list[int], pooling: str = "mean") -> dict:
-    """{pair: {layer: retrieval_accuracy(...)}} for each (corpus, links) of ``dev``."""
+def retrieval_scores(model, tokenizer, dev: dict[str, tuple], layers: list[int], pooling: str = "mean",
+                     chunk: int = 512) -> dict:
+    """{pair: {layer: retrieval_accuracy(...)}} for each (corpus, links) of ``dev``; the sentences are
+    encoded ``chunk`` at a time with a progress line after each chunk."""
     n_layers = len(model.layers)
     layers = [l if l >= 0 else n_layers + 1 + l for l in layers]
     out = {}
     for pair, (corpus, links) in dev.items():
-        src_vecs, src_ok = word_vectors(model, tokenizer, corpus.src, layers, pooling)
-        tgt_vecs, tgt_ok = word_vectors(model, tokenizer, corpus.tgt, layers, pooling)
-        pairs = aligned_pairs(links, src_ok, tgt_ok)
-        out[pair] = {l: retrieval_accuracy(src_vecs[l], tgt_vecs[l], pairs) for l in layers}
+        started, vecs, ok = time.monotonic(), [{l: [] for l in layers}, {l: [] for l in layers}], [[], []]
+        total = 2 * len(corpus)
+        for side, sentences in enumerate((corpus.src, corpus.tgt)):
+            for lo in range(0, len(sentences), chunk):
+                part_vecs, part_ok = word_vectors(model, tokenizer, sentences[lo:lo + chunk], layers, pooling)
+                for l in layers:
+                    vecs[side][l] += part_vecs[l]
+                ok[side] += part_ok
+                done = side * len(corpus) + min(lo + chunk, len(sentences))
+                print(f"[align] dev retrieval {pair}: {done}/{total} sentences encoded "
+                      f"({time.monotonic() - started:.0f} s)", flush=True)
+        pairs = aligned_pairs(links, ok[0], ok[1])
+        out[pair] = {l: retrieval_accuracy(vecs[0][l], vecs[1][l], pairs) for l in layers}
     return out
 
 
@@ -169,18 +202,45 @@ def load_pair(root: Path, pair: str, files: list[str], anchor: str, tokenized: b
     return read_parallel(root / files[0], root / files[1], langs[0], anchor, tokenized=tokenized, name="|".join(files))
 
 
+def load_dev(root: Path, pair: str, a) -> ParallelCorpus:
+    """The first ``align.dev_max_pairs`` pairs (0 = all) of align.dev_pairs[pair]."""
+    if a.dev_max_pairs < 0:
+        raise ValueError(f"align.dev_max_pairs must be >= 0 (0 = all), got {a.dev_max_pairs}")
+    corpus = load_pair(root, pair, a.dev_pairs[pair], a.anchor, a.tokenized)
+    if a.dev_max_pairs and len(corpus) > a.dev_max_pairs:
+        print(f"[align] dev {pair}: the first {a.dev_max_pairs:,} of {len(corpus):,} pairs (align.dev_max_pairs)",
+              flush=True)
+        corpus = corpus.subset(range(a.dev_max_pairs))
+    return corpus
+
+
 def resolve(root: Path, path: str) -> Path:
     """A config path: absolute or existing as given (e.g. runs/...), else relative to data.root."""
     p = Path(path)
     return p if p.is_absolute() or p.exists() else root / p
 
 
+def link_cache_key(corpus: ParallelCorpus, a) -> str:
+    """sha256 (hex) of every sentence pair the aligner sees, in order, and of the aligner settings: two
+    corpora share cached links only when they hold the same words."""
+    digest = hashlib.sha256(json.dumps({"symmetrize": a.symmetrize, "iterations": a.aligner_iterations,
+                                        "pairs": len(corpus)}, sort_keys=True).encode())
+    for src, tgt in zip(corpus.src, corpus.tgt):
+        digest.update(("\x1f".join(src) + "\x1e" + "\x1f".join(tgt) + "\n").encode("utf-8"))
+    return digest.hexdigest()
+
+
 def word_links(corpus: ParallelCorpus, a, cache: Path | None) -> list[set]:
     """1-to-1 links from models/word_align.py, cached as a Pharaoh file (written atomically)."""
     lens = ([len(s) for s in corpus.src], [len(t) for t in corpus.tgt])
     if cache is not None and cache.is_file():
+        print(f"[align] {corpus.name}: {len(corpus):,} pairs, links from the cache {cache}", flush=True)
         return [l.sure for l in read_pharaoh(cache, *lens)]
+    started = time.monotonic()
+    print(f"[align] {corpus.name}: word-aligning {len(corpus):,} pairs ({a.aligner_iterations} EM iterations "
+          f"each direction, {a.symmetrize})...", flush=True)
     links = align_corpus(corpus.src, corpus.tgt, a.symmetrize, a.aligner_iterations)
+    print(f"[align] {corpus.name}: {sum(map(len, links)):,} links in {time.monotonic() - started:.0f} s", flush=True)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
@@ -197,9 +257,8 @@ def pair_links(root: Path, a, pair: str, parts: list[ParallelCorpus], cache_dir:
         return [[l.sure for l in read_pharaoh(resolve(root, a.alignments[k]), [len(s) for s in c.src],
                                               [len(t) for t in c.tgt])] for k, c in zip(keys, parts)]
     joint = ParallelCorpus(parts[0].src_lang, parts[0].tgt_lang, [s for c in parts for s in c.src],
-                           [t for c in parts for t in c.tgt])
-    key = hashlib.sha1(repr([pair, [c.name for c in parts], [len(c) for c in parts], a.symmetrize,
-                             a.aligner_iterations, a.tokenized]).encode()).hexdigest()[:12]
+                           [t for c in parts for t in c.tgt], name=" + ".join(c.name for c in parts))
+    key = link_cache_key(joint, a)[:24]
     links = word_links(joint, a, cache_dir / f"{pair}.{a.symmetrize}.{key}.talp")
     out, lo = [], 0
     for c in parts:
@@ -222,7 +281,7 @@ def make_items(tokenizer, corpus: ParallelCorpus, links: list[set], max_pieces: 
 
 
 def build_task(cfg) -> AlignTask:
-    from models import load_pretrained
+    from models import load_pretrained, resolve_kernels
     from models.vocab_check import check_vocab_match
 
     a = cfg.align
@@ -233,7 +292,8 @@ def build_task(cfg) -> AlignTask:
     root = Path(cfg.data.root) if cfg.data.root else data_root()
     # shared by the runs of one out_dir: the same files and settings give the same links
     cache_dir = Path(cfg.train.out_dir.format(name="align_cache"))
-    encoder, tokenizer = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention)
+    encoder, tokenizer = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention,
+                                         kernels=resolve_kernels(cfg.model.kernels, cfg.train.device))
     check_vocab_match(encoder.config.vocab_size, tokenizer, "model.name_or_path", cfg.model.name_or_path)
     items, dev = [], {}
     for pair, files in a.train_pairs.items():
@@ -242,14 +302,14 @@ def build_task(cfg) -> AlignTask:
             train = train.subset(range(min(a.max_pairs, len(train))))
         parts = [train]
         if pair in a.dev_pairs:
-            parts.append(load_pair(root, pair, a.dev_pairs[pair], a.anchor, a.tokenized))
+            parts.append(load_dev(root, pair, a))
         links = pair_links(root, a, pair, parts, cache_dir)
         items += make_items(tokenizer, train, links[0], a.max_pieces)
         if len(parts) == 2:
             dev[pair] = (parts[1], links[1])
-    for pair, files in a.dev_pairs.items():
+    for pair in a.dev_pairs:
         if pair not in dev:
-            corpus = load_pair(root, pair, files, a.anchor, a.tokenized)
+            corpus = load_dev(root, pair, a)
             dev[pair] = (corpus, pair_links(root, a, pair, [corpus], cache_dir)[0])
     if not items:
         raise ValueError("align.train_pairs gave no sentence pairs")

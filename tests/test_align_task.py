@@ -62,6 +62,7 @@ def test_loss_at_f0_is_the_alignment_part_and_the_run_exports(setup):
     assert loss.item() == pytest.approx(want.item(), rel=1e-5)
 
     result = task.run(cfg, tmp_path / "runs/tiny_align")
+    assert len(task.evaluations) == 3  # before training, steps 3 and 6; the best-dev scores are not re-computed
     saved = json.loads((tmp_path / "runs/tiny_align/results.json").read_text())
     assert saved["train_pairs"] == 24 and "en-de_csls_s2t" in saved["dev_after"]
     assert result["dev_retrieval_after"] == saved["dev_after"]["dev_retrieval"]
@@ -69,6 +70,10 @@ def test_loss_at_f0_is_the_alignment_part_and_the_run_exports(setup):
     losses = [m["loss"] for m in metrics if "loss" in m]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert saved["dev_after"]["dev_retrieval"] > saved["dev_before"]["dev_retrieval"]
+    assert saved["dev_after"] == task.evaluations[1 + saved["best_step"] // 3 - 1]  # the record best.pt was saved at
+    with torch.no_grad():  # and the same as evaluating the exported best-dev weights again
+        again = task.evaluate(load_pretrained(tmp_path / "runs/tiny_align/model")[0])
+    assert again == pytest.approx(saved["dev_after"], abs=1e-6)
     ner, _ = load_pretrained(tmp_path / "runs/tiny_align/model", task="token-classification", num_labels=7)
     aligned, _ = load_pretrained(tmp_path / "runs/tiny_align/model")
     assert torch.equal(ner.encoder.embeddings.word_embeddings.weight, aligned.embeddings.word_embeddings.weight)
@@ -82,3 +87,47 @@ def test_bad_pairs_are_named(setup):
         build_task(load_config(None, overrides + ["align.train_pairs={de-en: [train.de, train.en]}"]))
     with pytest.raises(ValueError, match="align.loss must be one of"):
         build_task(load_config(None, overrides + ["align.loss=cosine"]))
+
+
+def test_link_cache_is_keyed_on_the_words_not_the_file_names(setup):
+    """A corpus changed under the same file names, with the same line count and the same sentence lengths,
+    is word-aligned again (a new cache entry); the same words find their cached links again."""
+    import random
+
+    from models.word_align import align_corpus
+    from tasks.align import build_task
+
+    tmp_path, overrides = setup
+    gen = random.Random(0)
+    sentences = [gen.sample(range(12), gen.randint(3, 5)) for _ in range(40)]
+    en = [[f"s{i}" for i in s] for s in sentences]
+    corpora = {"same order": [[f"t{i}" for i in s] for s in sentences]}
+    corpora["reversed"] = [list(reversed(words)) for words in corpora["same order"]]
+    cfg = load_config(None, overrides + ["align.train_pairs={en-de: [p.en, p.de]}", "align.aligner_iterations=5"])
+    (tmp_path / "data" / "p.en").write_text("\n".join(map(" ".join, en)) + "\n")
+    cache = tmp_path / "runs/align_cache"
+    got, fresh = {}, {}
+    for name in ("same order", "reversed", "same order"):
+        (tmp_path / "data" / "p.de").write_text("\n".join(map(" ".join, corpora[name])) + "\n")
+        got[name] = [item["links"] for item in build_task(cfg).items]
+        joint = align_corpus(en + [l.split() for l in EN], corpora[name] + [l.split() for l in DE], "intersect", 5)
+        fresh[name] = [sorted(l) for l in joint[:40]]
+    assert got == fresh and fresh["same order"] != fresh["reversed"]  # the links of the words read, every time
+    assert len(list(cache.glob("en-de.intersect.*.talp"))) == 2  # the third build found the first one's links
+
+
+def test_dev_max_pairs_caps_retrieval_and_reports_progress(setup, capsys):
+    from tasks.align import build_task
+
+    _, overrides = setup
+    task = build_task(load_config(None, overrides + ["align.dev_max_pairs=2"]))
+    corpus, links = task.dev["en-de"]
+    assert len(corpus) == len(links) == 2 and corpus.tgt == [DE[0].split(), DE[1].split()]
+    out = task.evaluate(task.frozen)
+    printed = capsys.readouterr().out
+    assert "[align] dev en-de: the first 2 of 4 pairs (align.dev_max_pairs)" in printed
+    assert "dev retrieval en-de: 2/4 sentences encoded" in printed and "4/4 sentences encoded" in printed
+    assert "word-aligning 26 pairs" in printed  # 24 training pairs + the 2 dev pairs aligned together
+    assert set(out) == {"en-de_csls_s2t", "en-de_csls_t2s", "dev_retrieval"}
+    with pytest.raises(ValueError, match="align.dev_max_pairs must be >= 0"):
+        build_task(load_config(None, overrides + ["align.dev_max_pairs=-1"]))
