@@ -105,6 +105,94 @@ def test_ch02_exercise_2_right_padding_changes_nothing():
     torch.testing.assert_close(hidden_both[0, :T], hidden_alone[0], rtol=1e-5, atol=1e-5)
 
 
+# ---- 03. the training loop -------------------------------------------------------------------
+def _toy_03(dropout: float = 0.0, seed: int = 0):
+    """Chapter 03's toy tagger, task, micro-batches and TrainState factory, compactly."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from core.config import TrainConfig
+    from core.optim import build_optimizer, build_scheduler
+    from core.precision import build_grad_scaler
+    from core.train_state import TrainState
+    from data.labels import IGNORE_INDEX
+
+    V, H, K = 12_000, 8, 5
+
+    class Task:
+        def loss(self, model, batch):
+            logits = model(batch["input_ids"])  # (B, T, K)
+            return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+
+    def make_batch(sentences):
+        T = max(len(ids) for ids, _ in sentences)
+        input_ids, labels = torch.zeros(len(sentences), T, dtype=torch.long), torch.full((len(sentences), T), -100)
+        for b, (ids, tags) in enumerate(sentences):
+            input_ids[b, :len(ids)], labels[b, :len(ids)] = ids, tags
+        return {"input_ids": input_ids, "labels": labels, "n_tokens": int((labels != -100).sum())}
+
+    g = torch.Generator().manual_seed(0)
+    sentences = [(ids, ids % K) for ids in (torch.randint(1, V, (n,), generator=g) for n in [2, 3, 12, 11, 4, 5, 9, 7])]
+    cfg = TrainConfig(lr=0.05, clip_grad_norm=1.0, schedule="constant", lazy_embedding_min_rows=10_000)
+
+    def fresh(dropout=dropout, seed=seed):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Embedding(V, H), nn.Dropout(dropout), nn.Linear(H, K))
+        optimizer = build_optimizer(model, cfg)
+        return TrainState(model, optimizer, build_scheduler(optimizer, cfg, 100), build_grad_scaler("cpu", "fp32"))
+
+    return Task(), make_batch(sentences), [make_batch(sentences[i:i + 2]) for i in range(0, 8, 2)], fresh
+
+
+def test_ch03_exercise_1_micro_batch_means_weighted_by_their_tokens():
+    from torch import nn
+
+    task, big, micro, _ = _toy_03()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(12_000, 8), nn.Linear(8, 5))
+
+    def grads(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    reference = grads(task.loss(model, big) / big["n_tokens"])
+    total = sum(m["n_tokens"] for m in micro)
+    weights = [m["n_tokens"] / total for m in micro]  # the answer: n_i / N
+    fixed = grads(sum(w * task.loss(model, m) / m["n_tokens"] for w, m in zip(weights, micro)))
+    naive = grads(sum(task.loss(model, m) / m["n_tokens"] for m in micro) / len(micro))
+    for r, f, n in zip(reference, fixed, naive):
+        torch.testing.assert_close(f, r)
+    assert not all(torch.allclose(n, r) for n, r in zip(naive, reference))
+
+
+@pytest.mark.parametrize("dropout, same", [(0.3, False), (0.0, True)])
+def test_ch03_exercise_2_a_resume_without_the_rng_state(tmp_path, dropout, same):
+    from core.checkpoint import load_train_state, rng_state, set_rng_state
+    from core.loop import train_step
+
+    task, _, micro, fresh = _toy_03(dropout)
+    steps = [micro[i % 4] for i in range(6)]
+    straight = fresh()
+    for batch in steps:
+        train_step(straight, task, [batch], labelled=batch["n_tokens"])
+    first = fresh()
+    for batch in steps[:3]:
+        train_step(first, task, [batch], labelled=batch["n_tokens"])
+    saved = load_train_state(first.save(tmp_path / "last.pt"))
+    resumed = fresh(seed=123)
+    own_rng = rng_state()
+    resumed.restore(saved)
+    set_rng_state(own_rng)  # everything restored but the RNG
+    for batch in steps[3:]:
+        train_step(resumed, task, [batch], labelled=batch["n_tokens"])
+    straight.optimizer.materialize()
+    resumed.optimizer.materialize()
+    equal = all(torch.equal(p, q) for p, q in zip(straight.model.parameters(), resumed.model.parameters()))
+    assert equal == same
+
+
 # ---- 04. the CRF -----------------------------------------------------------------------------
 LABELS_04 = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -157,3 +245,50 @@ def test_ch04_exercise_2_count_valid_bio_paths():
     zeros = torch.zeros(1, W, K)  # (B, W, K)
     log_z = crf(zeros, torch.zeros(1, W, dtype=torch.long), reduction="none").detach()  # log Z - score(O O O O)
     assert float(log_z) == pytest.approx(math.log(n_valid), abs=1e-5)
+
+
+# ---- 05. the BiLSTM-CRF with characters ----------------------------------------------------
+def _bilstm_05():
+    from core.config import BiLSTMConfig
+    from data.conll import Sentence
+    from data.vocab import Vocab, count_chars, count_words
+    from models.bilstm_crf import build_bilstm_crf
+
+    train = [Sentence("Angela Merkel besucht Paris .".split(), ["B-PER", "I-PER", "O", "B-LOC", "O"]),
+             Sentence("Olaf Scholz spricht in Hamburg".split(), ["B-PER", "I-PER", "O", "O", "B-LOC"])]
+    words, chars = Vocab.build(count_words(train, False)), Vocab.build(count_chars(train))
+    cfg = BiLSTMConfig(word_dim=12, char_dim=8, char_encoder="cnn", char_hidden=10, hidden_size=16, dropout=0.0)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    return build_bilstm_crf(cfg, len(words), len(chars), labels).eval(), words, chars, cfg, labels
+
+
+def test_ch05_exercise_1_unknown_words_differ_by_their_characters():
+    from data.conll import Sentence
+    from data.vocab import encode_batch
+
+    model, words, chars, _, _ = _bilstm_05()
+    short = encode_batch([Sentence(["Hamburgerin", "Parisienne"], ["O", "O"])], words, chars, None)
+    assert short["words"][0].tolist() == [1, 1]  # both <unk>
+    with torch.no_grad():
+        rows = model.words(short["words"])[0]  # (W, E)
+        features = model.chars(short["chars"])[0]  # (W, Hc)
+    assert torch.equal(rows[0], rows[1]) and not torch.allclose(features[0], features[1])
+    # beside a much longer word (more character padding) and in another batch position: the same features
+    long = encode_batch([Sentence(["Donaudampfschifffahrtsgesellschaft", "Parisienne"], ["O", "O"]),
+                         Sentence(["Hamburgerin"], ["O"])], words, chars, None)
+    assert long["chars"].shape[-1] > short["chars"].shape[-1]
+    with torch.no_grad():
+        other = model.chars(long["chars"])  # (2, 2, Hc)
+    torch.testing.assert_close(other[0, 1], features[1])
+    torch.testing.assert_close(other[1, 0], features[0])
+
+
+def test_ch05_exercise_2_parameter_count_from_the_sizes():
+    model, words, chars, cfg, labels = _bilstm_05()
+    V, A, E, D, Hc, H, K = len(words), len(chars), cfg.word_dim, cfg.char_dim, cfg.char_hidden, cfg.hidden_size, len(labels)
+    tables = V * E + A * D
+    conv = Hc * D * 3 + Hc
+    lstm = 2 * (4 * H * (E + Hc) + 4 * H * H + 2 * 4 * H)  # two directions: input and hidden weights, two biases
+    out = 2 * H * K + K
+    crf = K * K + 2 * K
+    assert tables + conv + lstm + out + crf == sum(p.numel() for p in model.parameters())

@@ -7,7 +7,9 @@ opened in ``docs/book/`` (the kernel's working folder is on ``sys.path``).
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from functools import lru_cache
@@ -33,11 +35,13 @@ def tiny_sentences():
 @lru_cache(maxsize=None)
 def tiny_checkpoint(vocab_size: int = 120, seed: int = 0) -> Path:
     """A tiny random XLM-R (2 layers, H 32, N 2 heads) and a ``vocab_size`` sentencepiece vocabulary
-    trained on TEXT, in the Hugging Face layout, written once per process to a temp folder; a
+    trained on TEXT, in the Hugging Face layout, written once per process to a temp folder (removed at exit); a
     path to any other checkpoint in that layout (``runs/mini_pretrain/model``) loads the same way."""
     from tasks.ner import write_tiny_checkpoint
 
-    folder = Path(tempfile.mkdtemp(prefix="xlt-book-")) / "model"
+    temp = tempfile.mkdtemp(prefix="xlt-book-")
+    atexit.register(shutil.rmtree, temp, ignore_errors=True)
+    folder = Path(temp) / "model"
     return write_tiny_checkpoint(folder, tiny_sentences(), vocab_size=vocab_size, seed=seed)
 
 
