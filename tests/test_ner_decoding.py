@@ -1,7 +1,7 @@
-"""NER prediction with a CRF head, pinned against brute force: tasks/ner.predict_words (windows,
+"""NER prediction with a CRF head, pinned against brute force. tasks/ner.predict_words (windows,
 padded batches, first-piece packing, the mask it gives CRF.decode, stitching) must give every word
 the tag of the best BIO-valid path over its owner window's first pieces, found by enumerating every
-path of that window alone (no batch, no padding)."""
+path of that window alone (no batch, no padding); tasks/bilstm_crf.predict_tags likewise per sentence."""
 from __future__ import annotations
 
 import itertools
@@ -131,3 +131,37 @@ def test_crf_prediction_equals_brute_force_per_owner_window(kernels, batch_size)
                 want[window.sent_id][window.word_ids[t]] = TAGS[tag]
     assert empty > 0 and max(len(w) for w in windows) > min(len(w) for w in windows)  # both paths are exercised
     assert tags == want
+
+
+def test_bilstm_crf_prediction_equals_brute_force_per_sentence():
+    # tasks/bilstm_crf.predict_tags: length-sorted padded batches, decode with the batch's mask, paths
+    # cut to each sentence's length; every sentence must get the best valid path of it alone
+    from collections import Counter
+
+    from core.config import BiLSTMConfig
+    from data.vocab import Vocab, encode_batch, word_key
+    from models.bilstm_crf import build_bilstm_crf
+    from tasks.bilstm_crf import LABELS as BILSTM_LABELS
+    from tasks.bilstm_crf import predict_tags as bilstm_predict
+
+    assert list(BILSTM_LABELS) == TAGS  # brute_force_best's BIO rules are written for these tags
+    sents = [s for s in sentences(seed=3) if len(s.words) <= 5][:10]
+    words = Vocab.build(Counter(word_key(w, False) for s in sents for w in s.words))
+    chars = Vocab.build(Counter(ch for s in sents for w in s.words for ch in w))
+    torch.manual_seed(0)
+    cfg = BiLSTMConfig(word_dim=8, char_dim=6, char_hidden=5, hidden_size=7, dropout=0.0)
+    model = build_bilstm_crf(cfg, len(words), len(chars), BILSTM_LABELS)
+    with torch.no_grad():
+        model.out.weight.mul_(20)  # emissions of a few units, so the paths differ from sentence to sentence
+        for p in (model.crf.start_transitions, model.crf.end_transitions, model.crf.transitions):
+            p.copy_(2 * torch.randn(p.shape))
+    got = bilstm_predict(model, sents, words, chars, lowercase=False, batch_size=3)
+    want = []
+    with torch.no_grad():
+        model.eval()
+        for s in sents:
+            alone = encode_batch([s], words, chars, None)
+            emissions = model(alone["words"], alone["chars"], alone["mask"])[0]  # (W, K)
+            want.append([TAGS[t] for t in brute_force_best(emissions, model.crf)])
+    assert len({len(s.words) for s in sents}) > 2 and len(set(map(tuple, want))) > 3
+    assert got == want
