@@ -3,9 +3,10 @@
     python bench/crf.py [--repeats 30] [--threads 1]
 
 Both run in one process on the same random batch (lengths drawn uniformly in [W/2, W], one
-sentence of full length), interleaved. Prints the best-of-N time of each (robust to the load of a
-shared machine), the ratio (theirs / ours, > 1 means
-we are faster) and whether both give the same loss and the same paths.
+sentence of full length), interleaved. "ours" is CRF(kernels="fast") (models/crf_fast.py, what
+kernels=auto runs); the reference kernels (models/crf.py as written) are timed too, on the same
+batch. Prints the best-of-N time of each (robust to the load of a shared machine), the ratio
+(theirs / ours, > 1 means we are faster) and whether both give the same loss and the same paths.
 """
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ def bench_size(B: int, W: int, K: int, repeats: int) -> None:
     import torchcrf
 
     gen = torch.Generator().manual_seed(0)
-    ours = CRF(K)
+    ours = CRF(K, kernels="fast")
+    reading = CRF(K, kernels="reference")
     ref = torchcrf.CRF(K, batch_first=True)
     ref.load_state_dict(ours.state_dict())
+    reading.load_state_dict(ours.state_dict())
     emissions = torch.randn(B, W, K, generator=gen, requires_grad=True)  # (B, W, K)
     tags = torch.randint(K, (B, W), generator=gen)  # (B, W)
     lengths = torch.randint(W // 2, W + 1, (B,), generator=gen)
@@ -51,21 +54,32 @@ def bench_size(B: int, W: int, K: int, repeats: int) -> None:
     def loss_ref():
         (-ref(emissions, tags, mask, reduction="mean")).backward()
 
+    def loss_reading():
+        reading(emissions, tags, mask).backward()
+
     same_loss = torch.allclose(ours(emissions, tags, mask), -ref(emissions, tags, mask, reduction="mean"),
                                rtol=1e-5, atol=1e-4)
+    same_loss = same_loss and torch.allclose(reading(emissions, tags, mask), ours(emissions, tags, mask),
+                                             rtol=1e-5, atol=1e-4)
     with torch.no_grad():
         paths = ours.decode(emissions, mask)
         ref_paths = ref.decode(emissions, mask)
     same_paths = all(paths[b, :lengths[b]].tolist() == ref_paths[b] for b in range(B))
 
+    same_paths = same_paths and torch.equal(paths, reading.decode(emissions, mask))
     t_loss, r_loss = paired_ms(loss_ours, loss_ref, repeats)
+    t_read, _ = paired_ms(loss_reading, loss_ref, max(1, repeats // 3))
     with torch.no_grad():
         t_dec, r_dec = paired_ms(lambda: ours.decode(emissions, mask), lambda: ref.decode(emissions, mask), repeats)
+        t_read_dec, _ = paired_ms(lambda: reading.decode(emissions, mask), lambda: ref.decode(emissions, mask),
+                                  max(1, repeats // 3))
     print(f"B={B} W={W} K={K}")
     print(f"  loss fwd+bwd  ours {t_loss:7.2f} ms  pytorch-crf {r_loss:7.2f} ms  ratio {r_loss / t_loss:5.1f}x"
           f"  same loss: {same_loss}")
     print(f"  viterbi       ours {t_dec:7.2f} ms  pytorch-crf {r_dec:7.2f} ms  ratio {r_dec / t_dec:5.1f}x"
           f"  same paths: {same_paths}")
+    print(f"  reference kernels: loss fwd+bwd {t_read:7.2f} ms ({r_loss / t_read:4.1f}x pytorch-crf), "
+          f"viterbi {t_read_dec:7.2f} ms ({r_dec / t_read_dec:4.1f}x)")
 
 
 def main() -> None:
