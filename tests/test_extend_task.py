@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    from conftest import require_data
     from core.paths import data_root
-    if not (data_root() / "panx").is_dir():
-        pytest.skip("public data not found")
+    require_data(data_root())  # skip, or fail in CI
     data = load_config().data
     german = load_split(data, "de", "train")[:400]
     russian = [" ".join(s.words) for s in load_split(data, "ru", "train")[:600]]

@@ -42,10 +42,10 @@ def sentences(root, lang, split, n, skip=0):
 
 @pytest.fixture(scope="module")
 def texts():
+    from conftest import require_data
     from core.paths import data_root
     root = data_root()
-    if not (root / "panx").is_dir():
-        pytest.skip(f"public data not found at {root}")
+    require_data(root)  # skip, or fail in CI
     with open(root / "klue_re" / "train_subset" / "val_predictions.csv", encoding="utf-8-sig") as f:
         korean = [row["sentence"] for _, row in zip(range(1200), csv.DictReader(f))]
     russian = sentences(root, "ru", "train", 1500)

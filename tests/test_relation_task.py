@@ -15,9 +15,9 @@ OVERRIDES = ["relation.max_train_examples=96", "relation.max_dev_examples=48", "
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    from conftest import require_data
     from core.paths import data_root
-    if not (data_root() / "conll04").is_dir():
-        pytest.skip("public data not found")
+    require_data(data_root())  # skip, or fail in CI
     import train
 
     tmp = tmp_path_factory.mktemp("re")
