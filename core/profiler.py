@@ -31,7 +31,8 @@ OUTPUTS = ("trace.json", "ops.txt", "profile_summary.txt")
 # Operator groups of the summary: the first pattern that matches an operator's name wins; the rest is "other".
 OPERATOR_GROUPS = (
     ("attention", r"scaled_dot_product|flash|efficient_attention|_attention"),
-    ("matmul", r"::(mm|addmm|bmm|baddbmm|matmul|linear|_addmm_activation)\b|mkldnn_(linear|matmul)|gemm"),
+    ("matmul", r"::(mm|addmm|bmm|baddbmm|matmul|linear|_addmm_activation)\b|mkldnn.*(linear|matmul)|OneDnnLinear|"
+               r"gemm"),
     ("optimizer", r"adam|_foreach_|lazy_adamw"),
     ("normalisation", r"layer_norm|rms_norm|batch_norm"),
     ("loss and softmax", r"cross_entropy|nll_loss|log_softmax|softmax|logsumexp"),

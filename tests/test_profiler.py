@@ -36,6 +36,7 @@ def test_phase_summary_splits_a_step_exactly():
 
 @pytest.mark.parametrize("name,group", [
     ("aten::mm", "matmul"), ("aten::addmm", "matmul"), ("aten::bmm", "matmul"), ("aten::linear", "matmul"),
+    ("mkldnn::_linear_pointwise", "matmul"), ("OneDnnLinearBackward", "matmul"),
     ("aten::_scaled_dot_product_flash_attention_for_cpu", "attention"), ("aten::_fused_adamw_", "optimizer"),
     ("aten::native_layer_norm_backward", "normalisation"), ("aten::_log_softmax", "loss and softmax"),
     ("aten::copy_", "memory and indexing"), ("aten::embedding_dense_backward", "memory and indexing"),
