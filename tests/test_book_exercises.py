@@ -58,7 +58,7 @@ def test_ch01_exercise_2_window_owners_from_the_rule(tokenizer_01):
 
     words, tags = WORDS_01 * 3, TAGS_01 * 3
     _, word_index = tokenizer_01.encode_words(words)
-    spans = window_spans(len(word_index), max_length=16, stride=4)
+    spans = window_spans(len(word_index), max_length=16, stride=3)
     owner = {}
     for j, w in enumerate(word_index):
         if j > 0 and word_index[j - 1] == w:
@@ -66,7 +66,7 @@ def test_ch01_exercise_2_window_owners_from_the_rule(tokenizer_01):
         margins = [min(j - start, end - 1 - j) if start <= j < end else -1 for start, end in spans]
         owner[w] = margins.index(max(margins))  # index() takes the first of equal margins
     windows = build_windows([Sentence(words, tags)], tokenizer_01, build_label_set(["O", "B-LOC", "I-LOC", "B-MISC",
-                                                                                      "I-MISC"]), 16, 4)
+                                                                                      "I-MISC"]), 16, 3)
     from_library = {w: k for k, win in enumerate(windows) for w in win.word_ids if w >= 0}
     assert from_library == owner and len(owner) == len(words) and len(set(owner.values())) == len(spans)
 

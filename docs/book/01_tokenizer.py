@@ -139,7 +139,7 @@ assert sorted(set(index)) == [0, 1, 2] and index.count(0) > 5
 from data.windows import stitch
 
 long_sentence = Sentence(words * 3, tags * 3)                             # W = 27 words
-windows = build_windows([long_sentence], tokenizer, labels, max_length=16, stride=4)
+windows = build_windows([long_sentence], tokenizer, labels, max_length=16, stride=3)
 n_pieces = len(tokenizer.encode_words(long_sentence.words)[0])
 print(f"{len(long_sentence.words)} words, {n_pieces} pieces -> {len(windows)} windows of at most 14 pieces")
 for k, win in enumerate(windows):
@@ -160,7 +160,7 @@ import numpy as np
 
 from data.windows import window_spans
 
-spans = window_spans(n_pieces, max_length=16, stride=4)
+spans = window_spans(n_pieces, max_length=16, stride=3)
 grid = np.zeros((len(windows), n_pieces))                                 # (windows, pieces)
 for k, ((start, end), win) in enumerate(zip(spans, windows)):
     grid[k, start:end] = 1                                                # seen
@@ -171,7 +171,7 @@ ax.imshow(grid, cmap="Blues", aspect="auto", vmin=0, vmax=2)
 ax.set_xlabel("piece of the sentence")
 ax.set_ylabel("window")
 ax.set_yticks(range(len(windows)))
-ax.set_title("windows of 14 pieces, stride 4: seen (light) and owned first pieces (dark)")
+ax.set_title("windows of 14 pieces, stride 3: seen (light) and owned first pieces (dark)")
 save_figure(fig, "01_windows.png")
 
 # %% [markdown]
