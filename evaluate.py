@@ -15,14 +15,15 @@ language). Relation-extraction and alignment runs are scored when they train; fo
 ``evaluate.py RUN`` prints the table of their results.json.
 
 Input of --predict (data/text_input.py; ``--input-format auto`` decides from the file, with a note
-on stderr when it reads one word a line): ``text``, one sentence a line, words split on whitespace; ``conll``, a CoNLL file
-with tags (``index TOKEN TAG``, ``TOKEN TAG``, or more columns with the tag last, as CoNLL-2003's
-``TOKEN POS CHUNK TAG``: the words are read, the tags kept aside, never read as words); ``words``,
-one word a line with blank lines between sentences (a file whose lines are all single tokens is
-read so, never as one-word sentences). Every word gets exactly one prediction; ``--out`` says on
-stderr what it wrote, and is refused when it names the input file. Bad input (not UTF-8, empty, a
-folder, a malformed CoNLL line), an unknown ``--langs`` language and a broken model folder are
-one ``error:`` line naming the file (and line) or the value, with exit code 2.
+on stderr when it reads one word a line): ``text``, one sentence a line, words split on
+whitespace; ``conll``, a CoNLL file with tags (``index TOKEN TAG``, ``TOKEN TAG``, or more columns
+with the tag last, as CoNLL-2003's ``TOKEN POS CHUNK TAG``: the words are read, the tags kept
+aside, never read as words); ``words``, one word a line with blank lines between sentences (a file
+whose lines are all single tokens is read so, never as one-word sentences). Every word gets
+exactly one prediction; ``--out`` says on stderr what it wrote, and is refused when it names the
+input file. Bad input (not UTF-8, empty, a folder, a malformed CoNLL line), an unknown ``--langs``
+language and a broken model folder are one ``error:`` line naming the file (and line) or the
+value, with exit code 2.
 
 JSON lines (one object per input sentence):
 ``{"text": ..., "entities": [{"start", "end", "label", "text", "score"}]}``. ``start``/``end`` are

@@ -20,8 +20,8 @@ def _event(key, cpu_total=0.0, self_cpu=0.0, count=1):
 def test_phase_summary_splits_a_step_exactly():
     events = [_event("ProfilerStep*", 20000, 50, count=2), _event("data", 1000), _event("loss", 8000),
               _event("forward", 5000), _event("backward", 6000), _event("optimizer", 2000),
-              _event("aten::mm", 6500, 6000), _event("aten::addmm", 2000, 2000), _event("aten::_fused_adamw_", 1000, 1000),
-              _event("aten::native_layer_norm", 1000, 1000)]
+              _event("aten::mm", 6500, 6000), _event("aten::addmm", 2000, 2000),
+              _event("aten::_fused_adamw_", 1000, 1000), _event("aten::native_layer_norm", 1000, 1000)]
     lines = phase_summary(events).splitlines()
     assert lines[0] == "profile of 2 steps: 10.0 ms per step (CPU wall time of each range)"
     rows = {line[:16].strip(): line[16:].split() for line in lines[3:9]}
