@@ -3,9 +3,8 @@
 Every task that scores languages writes ``results.json`` (with a ``"rows"`` mapping: set-up ->
 {lang: test F1}) and ``results.md`` through ``write_results``; a few-shot run writes one row per
 size and ``curve.png`` through ``write_curve`` (the figure itself is drawn by core/plots.py).
-``gather`` makes one table from many runs:
-
-    python evaluate.py --gather runs/mini_*            # or python scripts/gather_results.py runs/mini_*
+``gather`` makes one table from many such runs; ``python evaluate.py --gather runs/*`` (and
+scripts/gather_results.py) tabulates runs of every kind, these in the same F1 table.
 
 This is engine code (core/) because every task reports through it; it imports nothing from
 models/, data/ or tasks/.
