@@ -4,6 +4,8 @@
     python train.py configs/tiny_ner.yaml train.lr=3e-5 train.max_steps=10 profile.enabled=true
     python train.py configs/zeroshot_de.yaml --resume             # continue from runs/<name>/last.pt
     torchrun --nproc_per_node=2 train.py configs/zeroshot_de.yaml # DDP (gloo on CPU, nccl on CUDA)
+    python train.py --list                                        # the configs, what each needs first
+    python train.py tiny_ner --print-config                       # a bare name is configs/tiny_ner.yaml
 
 ``cfg.task`` picks a task builder from TASKS; every task is a ``core.task.Runnable`` and
 ``task.run(cfg, run_dir)`` does its whole job (fit, test, export; the tested and exported
