@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from models.encoder import XLMRConfig, XLMREncoder, init_module
+from models.encoder_fast import KERNELS, resolve_kernels, use_kernels
 from models.heads import XLMRForMaskedLM, XLMRForTokenClassification
 from models.resolve import resolve_model_dir
 from models.weights import TensorSource, read_state_dict
@@ -27,17 +28,22 @@ TASKS = ("encoder", "token-classification", "masked-lm")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def build_model(config: XLMRConfig, task: str = "encoder", num_labels: int | None = None) -> nn.Module:
-    """The bare module for a task (weights uninitialised unless built on a real device + init_weights)."""
+def build_model(config: XLMRConfig, task: str = "encoder", num_labels: int | None = None,
+                kernels: str = "auto") -> nn.Module:
+    """The bare module for a task (weights uninitialised unless built on a real device + init_weights),
+    with the encoder's ``kernels``: reference | fast | auto (models/encoder_fast.py: auto = fast
+    when the machine has no CUDA device; a run passes resolve_kernels(model.kernels, train.device))."""
     if task == "encoder":
-        return XLMREncoder(config)
-    if task == "token-classification":
+        model = XLMREncoder(config)
+    elif task == "token-classification":
         if not num_labels:
             raise ValueError("task 'token-classification' needs num_labels")
-        return XLMRForTokenClassification(config, num_labels)
-    if task == "masked-lm":
-        return XLMRForMaskedLM(config)
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        model = XLMRForTokenClassification(config, num_labels)
+    elif task == "masked-lm":
+        model = XLMRForMaskedLM(config)
+    else:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return use_kernels(model, kernels)
 
 
 def _num_labels_of(folder: Path) -> int:
@@ -47,7 +53,7 @@ def _num_labels_of(folder: Path) -> int:
 
 def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels: int | None = None,
                     dtype: torch.dtype | None = None, attention: str = "sdpa", with_tokenizer: bool = True,
-                    from_scratch: bool = False, mmap: bool = True):
+                    from_scratch: bool = False, mmap: bool = True, kernels: str = "auto"):
     """(model, tokenizer) from a checkpoint folder or hub name; the model is in eval mode, on CPU.
 
     Weights go straight into `dtype` (default fp32): the model is built on the meta device and each
@@ -56,6 +62,7 @@ def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels:
     does); mmap=False (or a dtype change) reads it with pread into fresh memory.
     A head the checkpoint lacks (a classifier on a base model) is initialised fresh.
     from_scratch=True: architecture from config.json, all weights random (no weight file needed).
+    kernels: the encoder's reference or fast CPU kernels, as build_model.
     """
     folder = resolve_model_dir(name_or_path, need_weights=not from_scratch)
     config = XLMRConfig.from_json(folder / "config.json")
@@ -64,10 +71,10 @@ def load_pretrained(name_or_path: str | Path, task: str = "encoder", num_labels:
         num_labels = _num_labels_of(folder)
     dtype = dtype or torch.float32
     if from_scratch:
-        model = build_model(config, task, num_labels).to(dtype)
+        model = build_model(config, task, num_labels, kernels).to(dtype)
         model.init_weights()
     else:
-        model = _load_weights(folder, config, task, num_labels, dtype, mmap)
+        model = _load_weights(folder, config, task, num_labels, dtype, mmap, kernels)
     model.eval()
     tokenizer = load_tokenizer(folder) if with_tokenizer else None
     return model, tokenizer
@@ -83,11 +90,12 @@ def load_tokenizer(folder: str | Path):
 
 
 def _load_weights(folder: Path, config: XLMRConfig, task: str, num_labels: int | None,
-                  dtype: torch.dtype, mmap: bool = True) -> nn.Module:
+                  dtype: torch.dtype, mmap: bool = True, kernels: str = "auto") -> nn.Module:
     weight_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weight_file is None:
         raise FileNotFoundError(f"{folder} has none of {WEIGHT_FILES}")
-    return load_from_source(TensorSource(weight_file), config, task, num_labels, dtype, zero_copy=mmap)
+    return load_from_source(TensorSource(weight_file), config, task, num_labels, dtype, zero_copy=mmap,
+                            kernels=kernels)
 
 
 @contextmanager
@@ -106,11 +114,11 @@ def _skip_layer_init():
 
 
 def load_from_source(source, config: XLMRConfig, task: str = "encoder", num_labels: int | None = None,
-                     dtype: torch.dtype = torch.float32, zero_copy: bool = True) -> nn.Module:
+                     dtype: torch.dtype = torch.float32, zero_copy: bool = True, kernels: str = "auto") -> nn.Module:
     """Build on the meta device, then assign each tensor from `source` (models.weights.TensorSource
-    or DictSource, e.g. DictSource(hf_model.state_dict())) converted to `dtype`."""
+    or DictSource, e.g. DictSource(hf_model.state_dict())) converted to `dtype`; kernels as build_model."""
     with torch.device("meta"), _skip_layer_init():
-        model = build_model(config, task, num_labels)
+        model = build_model(config, task, num_labels, kernels)
     try:
         state, fresh = read_state_dict(source, model, config, task, dtype, zero_copy)
     finally:
@@ -133,4 +141,4 @@ def load_from_source(source, config: XLMRConfig, task: str = "encoder", num_labe
 
 
 __all__ = ["load_pretrained", "build_model", "XLMRConfig", "XLMREncoder", "XLMRForTokenClassification",
-           "XLMRForMaskedLM", "TASKS"]
+           "XLMRForMaskedLM", "TASKS", "KERNELS", "resolve_kernels", "use_kernels"]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.encoder import Dropout, XLMRConfig, XLMREncoder, init_weights
+from models.encoder import XLMRConfig, XLMREncoder, init_weights
 
 
 class XLMRForTokenClassification(nn.Module):
@@ -22,13 +22,13 @@ class XLMRForTokenClassification(nn.Module):
         if classifier_dropout is None:
             classifier_dropout = config.hidden_dropout_prob
         self.encoder = XLMREncoder(config)
-        self.dropout = Dropout(classifier_dropout)  # the encoder's fast CPU dropout
+        self.dropout = nn.Dropout(classifier_dropout)
         self.classifier = nn.Linear(config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 select: torch.Tensor | None = None) -> torch.Tensor:
         """select: optional (B, T) bool; logits only where True -- (M, K) -- for a loss over labelled
-        positions (the encoder's last layer then skips the others; XLMREncoder.forward)."""
+        positions (with the fast kernels the encoder's last layer then skips the others; models/encoder_fast.py)."""
         h = self.encoder(input_ids, attention_mask, select)  # (B, T, H) or (M, H)
         return self.classifier(self.dropout(h))  # (B, T, K) or (M, K)
 
@@ -69,7 +69,8 @@ class XLMRForMaskedLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 select: torch.Tensor | None = None) -> torch.Tensor:
         """select: optional (B, T) bool; logits only where True -- (M, V) -- which saves the
-        (B, T, V) product when few positions are masked (and most of the encoder's last layer)."""
+        (B, T, V) product when few positions are masked (and, with the fast kernels, most of the
+        encoder's last layer)."""
         h = self.encoder(input_ids, attention_mask, select)  # (B, T, H) or (M, H)
         return self.lm_head(h)  # (B, T, V) or (M, V)
 

@@ -195,7 +195,7 @@ def build_tokenizer(cfg, base_tok: XLMRTokenizer, train_text: list[str], base_te
 
 
 def build_task(cfg) -> ExtendTask:
-    from models import load_pretrained
+    from models import load_pretrained, resolve_kernels
     from models.extend import grow_for_tokenizer
     from models.vocab_check import check_vocab_match
 
@@ -215,7 +215,8 @@ def build_task(cfg) -> ExtendTask:
         tok, report = build_tokenizer(cfg, base_tok, train_text, base_text, heldout)
     except ExtensionError as err:
         raise ValueError(str(err)) from None
-    model = load_pretrained(base_dir, task="masked-lm", with_tokenizer=False, mmap=False)[0]
+    model = load_pretrained(base_dir, task="masked-lm", with_tokenizer=False, mmap=False,
+                            kernels=resolve_kernels(cfg.model.kernels, cfg.train.device))[0]
     check_vocab_match(model.config.vocab_size, base_tok, "model.name_or_path", base_dir)
     grow_for_tokenizer(model, base_tok, tok, init=e.init, generator=torch.Generator().manual_seed(cfg.train.seed))
     model.train()

@@ -150,10 +150,12 @@ class MLMTask:
 
     # --- the task interface of core.loop.fit -------------------------------------------------
     def build_model(self, dropout: float | None = None) -> nn.Module:
+        from models.encoder_fast import use_kernels
         from models.heads import XLMRForMaskedLM
 
         dropout = self.cfg.mlm.dropout if dropout is None else dropout
         model = XLMRForMaskedLM(build_model_config(self.cfg, self.tokenizer.vocab_size, dropout))
+        use_kernels(model, self.cfg.model.kernels, self.cfg.train.device)
         model.init_weights(generator=torch.Generator().manual_seed(self.cfg.train.seed))
         self.model = model
         return model

@@ -209,7 +209,7 @@ def _cap(sentences: list[Sentence], n: int, seed: int) -> list[Sentence]:
 
 def load_model(cfg, num_labels: int):
     """(model, tokenizer) for token classification; random weights if cfg.model.from_scratch."""
-    from models import load_pretrained
+    from models import load_pretrained, resolve_kernels
 
     name = cfg.model.name_or_path
     torch.manual_seed(cfg.train.seed)  # the fresh classifier (and CRF) draw the same numbers every run
@@ -221,7 +221,8 @@ def load_model(cfg, num_labels: int):
                                      f"model.safetensors and sentencepiece.bpe.model there. {MINI_HINT}")
     try:
         model, tokenizer = load_pretrained(name, task="token-classification", num_labels=num_labels,
-                                           attention=cfg.model.attention, from_scratch=cfg.model.from_scratch)
+                                           attention=cfg.model.attention, from_scratch=cfg.model.from_scratch,
+                                           kernels=resolve_kernels(cfg.model.kernels, cfg.train.device))
     except (OSError, ValueError) as err:
         raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
     from models.vocab_check import check_vocab_match

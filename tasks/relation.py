@@ -156,12 +156,13 @@ class RelationTask:
 def load_model(cfg, num_labels: int, marker_list: list[str]):
     """(RelationClassifier, tokenizer, special_ids): the encoder of model.name_or_path, its vocabulary
     grown by the marker tokens the style needs (new embedding rows), the pooling and the MLP."""
-    from models import load_pretrained
+    from models import load_pretrained, resolve_kernels
 
     r = cfg.relation
     torch.manual_seed(cfg.train.seed)
     encoder, tok = load_pretrained(cfg.model.name_or_path, task="encoder", attention=cfg.model.attention,
-                                   from_scratch=cfg.model.from_scratch)
+                                   from_scratch=cfg.model.from_scratch,
+                                   kernels=resolve_kernels(cfg.model.kernels, cfg.train.device))
     check_vocab_match(encoder.config.vocab_size, tok, "model.name_or_path", cfg.model.name_or_path)
     tokenizer, special_ids = add_marker_tokens(encoder, tok, list(marker_list)) if marker_list else (tok, {})
     model = RelationClassifier(encoder, num_labels, r.pooling, r.head_dropout, r.mlp_hidden)

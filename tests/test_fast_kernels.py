@@ -1,6 +1,8 @@
-"""models.encoder's CPU training kernels: fast_dropout is a dropout (rate, scale, gradient), the
-manual attention it trains with on the CPU gives sdpa's numbers, the oneDNN fp32 Linear gives
-torch's linear's numbers and gradients, and oneDNN's primitive cache holds more shapes than its default."""
+"""models.encoder_fast's CPU kernels one by one: fast_dropout is a dropout (rate, scale, gradient,
+exact in bf16, F.dropout off the CPU), the oneDNN fp32 linear gives torch's linear's numbers and
+gradients (and steps aside under autocast, off the CPU and without oneDNN), and oneDNN's primitive
+cache holds more shapes than its default once set_up_onednn_cache ran -- never as a side effect of
+an import. The whole encoder, reference == fast on every path: tests/test_encoder_paths.py."""
 import os
 import subprocess
 import sys
@@ -10,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import models.encoder as enc
-from models.encoder import Linear, XLMRConfig, fast_dropout
-from models.heads import XLMRForTokenClassification
+import models.encoder_fast as fast
+from models.encoder_fast import FastLinear, ScaleKept, fast_dropout, set_up_onednn_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+SCALE_01 = 65536 / (65536 - round(0.1 * 65536))  # fast_dropout's scale for p = 0.1
 
 
 def test_fast_dropout_rate_scale_and_gradient():
@@ -23,12 +25,11 @@ def test_fast_dropout_rate_scale_and_gradient():
     kept = y != 0
     drop_rate = 1 - kept.float().mean().item()
     assert abs(drop_rate - 0.1) < 0.003  # 400k draws: 4.7 standard deviations
-    scale = 65536 / (65536 - round(0.1 * 65536))
-    assert torch.equal(y[kept], torch.full_like(y[kept], scale))  # kept values scaled exactly
+    assert torch.equal(y[kept], torch.full_like(y[kept], SCALE_01))  # kept values scaled exactly
     assert abs(y.mean().item() - 1) < 0.004  # unbiased
     g = torch.randn(400_000)
     y.backward(g)
-    assert torch.allclose(x.grad, g * kept * scale)
+    assert torch.allclose(x.grad, g * kept * SCALE_01)
     assert fast_dropout(x, 0.1, training=False) is x and fast_dropout(x, 0.0) is x
     odd = fast_dropout(torch.ones(3, 7), 0.5)  # a size that is not a multiple of 4
     assert odd.shape == (3, 7) and set(odd.unique().tolist()) <= {0.0, 2.0}
@@ -40,13 +41,23 @@ def test_fast_dropout_bf16_keeps_x_times_scale_exactly():
     x = torch.randn(3, 1000, dtype=torch.bfloat16, requires_grad=True)
     y = fast_dropout(x, 0.1)
     assert y.dtype == torch.bfloat16
-    scale = 65536 / (65536 - round(0.1 * 65536))
     kept = y != 0
     assert 0.08 < 1 - kept.float().mean().item() < 0.12
-    assert torch.equal(y[kept], x.detach().mul(scale)[kept])
+    assert torch.equal(y[kept], x.detach().mul(SCALE_01)[kept])
     g = torch.randn(3, 1000, dtype=torch.bfloat16)
     y.backward(g)
-    assert torch.equal(x.grad, torch.where(kept, g.mul(scale), torch.zeros((), dtype=torch.bfloat16)))
+    assert torch.equal(x.grad, torch.where(kept, g.mul(SCALE_01), torch.zeros((), dtype=torch.bfloat16)))
+
+
+def test_scale_kept_with_a_fixed_mask_is_x_times_mask_times_scale():
+    torch.manual_seed(1)
+    x = torch.randn(4, 6, requires_grad=True)
+    keep = (torch.rand(4, 6) > 0.3).float()
+    y = ScaleKept.apply(x, keep, 1.25)
+    assert torch.equal(y, x.detach() * keep * 1.25)
+    g = torch.randn(4, 6)
+    y.backward(g)
+    assert torch.equal(x.grad, g * keep * 1.25)
 
 
 def test_fast_dropout_draws_differ_between_calls():
@@ -58,46 +69,23 @@ def test_fast_dropout_draws_differ_between_calls():
     assert torch.equal(c, fast_dropout(torch.ones(1000), 0.5))  # torch's generator: seeds reproduce
 
 
-def _grads(model, ids, mask, precision):
-    model.zero_grad(set_to_none=True)
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
-    with ctx:
-        logits = model(ids, mask)
-    F.cross_entropy(logits.float().flatten(0, 1), torch.zeros(ids.numel(), dtype=torch.long)).backward()
-    return logits.float().detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-@pytest.mark.parametrize("precision", ["bf16", "fp32"])
-def test_manual_training_path_matches_sdpa(precision, monkeypatch):
-    # dropout 0 so both paths are deterministic; bf16 training takes the manual path on the CPU
-    config = XLMRConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=20, hidden_dropout_prob=0.0,
-                        attention_probs_dropout_prob=0.0)
-    model = XLMRForTokenClassification(config, 3, classifier_dropout=0.0).train()
-    ids = torch.randint(4, 40, (3, 9))
-    mask = torch.ones(3, 9, dtype=torch.bool)
-    mask[1, 6:] = False
-    calls = []
-    real = enc.manual_attention
-    monkeypatch.setattr(enc, "manual_attention", lambda *a: calls.append(1) or real(*a))
-    fast_logits, fast = _grads(model, ids, mask, precision)
-    assert bool(calls) == (precision == "bf16")  # which path ran
-    monkeypatch.setattr(enc, "CPU_TRAINING_KERNELS", False)
-    ref_logits, ref = _grads(model, ids, mask, precision)
-    tol = 3e-2 if precision == "bf16" else 1e-5
-    real_tokens = mask.unsqueeze(-1).expand_as(fast_logits)
-    assert torch.allclose(fast_logits[real_tokens], ref_logits[real_tokens], atol=tol)
-    for name, g in ref.items():
-        assert torch.allclose(fast[name], g, atol=tol * max(1.0, g.abs().max().item())), name
+def test_fast_dropout_is_f_dropout_off_the_cpu_and_for_p_one(monkeypatch):
+    x = torch.randn(50, 40)
+    assert torch.equal(fast_dropout(x, 1.0), torch.zeros_like(x))  # p >= 1: F.dropout's all-zero output
+    monkeypatch.setattr(fast, "on_cpu", lambda t: False)  # the accelerator branch, on CPU tensors
+    torch.manual_seed(4)
+    ours = fast_dropout(x, 0.3)
+    torch.manual_seed(4)
+    assert torch.equal(ours, F.dropout(x, 0.3, True))  # the same draw: F.dropout itself
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_onednn_linear_matches_torch_linear_and_its_gradients(bias):
     torch.manual_seed(0)
-    layer = Linear(48, 24, bias=bias)
+    layer = FastLinear(48, 24, bias=bias)
     x = torch.randn(3, 7, 48, requires_grad=True)
     y = layer(x)
-    assert type(y.grad_fn).__name__ == "OneDnnLinearBackward"  # the oneDNN path ran
+    assert type(y.grad_fn).__name__ == ("OneDnnLinearBackward" if fast.ONEDNN_LINEAR else "ViewBackward0")
     ref = F.linear(x, layer.weight, layer.bias)
     assert y.shape == (3, 7, 24) and torch.allclose(y, ref, atol=1e-5)
     g = torch.randn(7, 3, 24).transpose(0, 1)  # a non-contiguous incoming gradient
@@ -109,7 +97,7 @@ def test_onednn_linear_matches_torch_linear_and_its_gradients(bias):
 
 
 def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
-    layer = Linear(16, 8)
+    layer = FastLinear(16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(torch.randn(5, 16, requires_grad=True))
     assert y.dtype == torch.bfloat16 and "OneDnn" not in type(y.grad_fn).__name__
@@ -117,11 +105,34 @@ def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
     assert torch.equal(layer(torch.zeros(2, 16)), layer.bias.detach().expand(2, 8))
 
 
+@pytest.mark.parametrize("branch", ["off the cpu", "no onednn"])
+def test_linear_is_f_linear_off_the_cpu_and_without_onednn(branch, monkeypatch):
+    if branch == "off the cpu":
+        monkeypatch.setattr(fast, "on_cpu", lambda t: False)
+    else:
+        monkeypatch.setattr(fast, "ONEDNN_LINEAR", False)
+    torch.manual_seed(0)
+    layer = FastLinear(16, 8)
+    x = torch.randn(5, 16, requires_grad=True)
+    y = layer(x)
+    assert "OneDnn" not in type(y.grad_fn).__name__
+    assert torch.equal(y, F.linear(x, layer.weight, layer.bias))
+
+
+def test_set_up_onednn_cache_keeps_a_value_the_user_set(monkeypatch):
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "777")
+    assert set_up_onednn_cache() == "777" and os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "777"
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    assert set_up_onednn_cache() == "4096" and os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "4096"
+
+
 CACHE_PROBE = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import torch
-import models.encoder  # sets ONEDNN_PRIMITIVE_CACHE_CAPACITY unless the caller did
+import models, models.encoder, models.encoder_fast  # importing sets nothing
+print("IMPORTED", os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY"), flush=True)
+models.encoder_fast.set_up_onednn_cache()  # before oneDNN's first primitive
 w = torch.ones(8, 8)
 for _ in range(2):  # 1,100 shapes, twice: with a cache of 1,024 (oneDNN's default) the LRU cycles
     for rows in range(1, 1101):
@@ -130,18 +141,19 @@ for _ in range(2):  # 1,100 shapes, twice: with a cache of 1,024 (oneDNN's defau
 """
 
 
-@pytest.mark.skipif(not enc.ONEDNN_LINEAR, reason="torch built without oneDNN")
-@pytest.mark.parametrize("capacity", [None, "1024"])
-def test_onednn_cache_keeps_the_primitives_of_many_shapes(tmp_path, capacity):
-    """After importing models.encoder, a second pass over 1,100 shapes finds every oneDNN primitive in
-    the cache (the first pass made them); a capacity the user sets (here oneDNN's default) is kept."""
+@pytest.mark.skipif(not fast.ONEDNN_LINEAR, reason="torch built without oneDNN")
+@pytest.mark.parametrize("capacity, hits", [(None, 1100), ("1024", 0)])
+def test_onednn_cache_keeps_the_primitives_of_many_shapes(tmp_path, capacity, hits):
+    """Importing models sets no variable; after set_up_onednn_cache, a second pass over 1,100 shapes
+    finds every oneDNN primitive in the cache (the first pass made them); a capacity the user sets
+    (here oneDNN's default, 1,024) is kept, and then the cache cycles."""
     env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
     env.update(ONEDNN_VERBOSE="profile_create", OMP_NUM_THREADS="1")
     if capacity:
         env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = capacity
     out = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(Path(__file__).resolve().parents[1])],
                          env=env, capture_output=True, text=True, check=True).stdout
+    assert f"IMPORTED {capacity}" in out
     second = out.split("PASS")[1]  # oneDNN's verbose lines of the second pass
-    misses, hits = second.count("create:cache_miss"), second.count("create:cache_hit")
-    assert misses + hits == 1100
-    assert (misses, hits) == ((0, 1100) if capacity is None else (1100, 0))
+    misses, found = second.count("create:cache_miss"), second.count("create:cache_hit")
+    assert (misses, found) == (1100 - hits, hits)
