@@ -147,8 +147,8 @@ def print_config_list() -> int:
     width = max(len(r.name) for r in rows) + 2
     for row in rows:
         print(f"{row.name:<{width}}{row.header}")
-        if row.needs:
-            print(f"{'':<{width}}needs first: {' -> '.join(row.needs)}")
+        if row.needs or row.downloads:
+            print(f"{'':<{width}}needs first: {' -> '.join(row.needs + [f'{d} (download)' for d in row.downloads])}")
         if row.problem:
             print(f"{'':<{width}}does not load: {row.problem}")
     return 0

@@ -7,15 +7,16 @@
 ``needs`` comes from the config's values, not from a hand-kept table: a string value that names a
 path inside another config's run folder (``model.name_or_path: runs/mini_pretrain/model``) means
 that config must run first, and so do the configs it needs in turn (mini_re_klue needs
-mini_extend_ko, which needs mini_pretrain). They are listed in the order to run them.
+mini_extend_ko, which needs mini_pretrain). They are listed in the order to run them. A checkpoint
+the file names by its hub name (``model.name_or_path: xlm-roberta-base``) is listed as a download.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from core.config import ConfigError, load_config
+from core.config import ConfigError, load_config, load_yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -44,6 +45,7 @@ class ConfigRow:
     header: str  # the first comment line of the file
     needs: list[str]  # configs to run first, in the order to run them
     problem: str = ""  # set when the config does not load
+    downloads: list[str] = field(default_factory=list)  # hub checkpoints the file names (model.name_or_path)
 
 
 def list_configs(config_dir: Path = CONFIG_DIR) -> list[ConfigRow]:
@@ -60,8 +62,19 @@ def list_configs(config_dir: Path = CONFIG_DIR) -> list[ConfigRow]:
         out_dir = cfg.train.out_dir.replace("{name}", cfg.train.name)
         producers[Path(out_dir).as_posix().rstrip("/")] = name
     direct = {name: _direct_needs(name, cfg, producers) for name, cfg in loaded.items()}
-    return [ConfigRow(path.stem, _header(path), _in_run_order(path.stem, direct), problems.get(path.stem, ""))
-            for path in paths]
+    return [ConfigRow(path.stem, _header(path), _in_run_order(path.stem, direct), problems.get(path.stem, ""),
+                      _downloads(loaded.get(path.stem), path)) for path in paths]
+
+
+def _downloads(cfg, path: Path) -> list[str]:
+    """model.name_or_path when the file sets it to a hub name: not a run folder, not an existing folder."""
+    raw = load_yaml(path.read_bytes(), str(path)) if cfg is not None else None
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if cfg is None or cfg.model.tiny_random or not isinstance(model, dict) or "name_or_path" not in model:
+        return []
+    name = cfg.model.name_or_path
+    local = Path(name).is_absolute() or name.startswith(("runs/", "./", "../")) or Path(name).exists()
+    return [] if local else [name]
 
 
 def _header(path: Path) -> str:

@@ -37,6 +37,11 @@ def test_list_names_every_config_its_header_and_the_chain_it_needs(capsys):
     rows = {r.name: r for r in list_configs()}
     assert rows["mini_zeroshot_de"].needs == ["mini_pretrain"] and rows["mini_pretrain"].needs == []
     assert rows["tiny_re"].needs == []  # a path inside its own run folder is not a need
+    assert rows["zeroshot_de"].downloads == ["xlm-roberta-base"] and rows["re_klue_roberta_base"].downloads == \
+        ["klue/roberta-base"]
+    assert rows["mini_pretrain"].downloads == rows["tiny_ner"].downloads == rows["mini_re_klue"].downloads == []
+    zeroshot = lines.index(next(line for line in lines if line.startswith("zeroshot_de ")))
+    assert lines[zeroshot + 1].split() == ["needs", "first:", "xlm-roberta-base", "(download)"]
 
 
 def test_needs_come_from_the_values_in_run_order(tmp_path):
