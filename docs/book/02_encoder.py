@@ -120,13 +120,16 @@ print(f"head 0: {pieces[1]!r} attends most to",
       [(pieces[j], round(w, 3)) for w, j in zip(top.values.tolist(), top.indices.tolist())])
 
 # %% [markdown]
-# The whole first layer's attention, head by head: row i is where piece i looks.
+# The whole first layer's attention, head by head: row i is where piece i looks. In the tiny
+# random model every weight is within a few thousandths of 1 / T (mind the colour scale); in the
+# mini, heads specialise (neighbouring pieces, `</s>`, the pieces of the same word).
 
 # %%
 plt = pyplot()
-fig, axes = plt.subplots(1, N, figsize=(4.2 * N, 4))
+fig, axes = plt.subplots(1, N, figsize=(5.2 * N, 4), layout="constrained")
 for head, ax in enumerate(axes):
-    ax.imshow(weights[0, head].detach(), cmap="viridis", vmin=0)
+    image = ax.imshow(weights[0, head].detach(), cmap="viridis")
+    fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_xticks(range(T), pieces, rotation=90, fontsize=7)
     ax.set_yticks(range(T), pieces, fontsize=7)
     ax.set_title(f"layer 0, head {head}")
