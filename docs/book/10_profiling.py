@@ -9,8 +9,10 @@
 # - `trace.json`: every operator and phase on a time line (open it in https://ui.perfetto.dev),
 # - `ops.txt`: operators sorted by their own ("self") time.
 #
-# This chapter trains a tiny token classifier for a few steps with the profiler on, reads both
-# files, and turns the trace into a phase summary: where a step's time goes.
+# It also prints a phase summary (kept in `profile_summary.txt`): where a step's time goes,
+# phase by phase, and which kinds of operators take it. This chapter trains a tiny token
+# classifier for a few steps with the profiler on, reads the files, and computes the phase
+# summary again from the trace by hand.
 #
 # Legend: B sentences, T positions, K tags, V vocabulary.
 # Run: `python docs/book/10_profiling.py`. On a real run:
@@ -81,7 +83,7 @@ run_dir = Path(tempfile.mkdtemp(prefix="xlt-book-profile-"))
 cfg = load_config(None, ["train.device=cpu", "train.precision=fp32", "train.batch_size=8", "train.max_steps=6",
                          "train.log_every=3", "profile.enabled=true", "profile.wait=1", "profile.warmup=1",
                          "profile.active=3"])
-result = fit(cfg, TinyTagging(), run_dir)
+result = fit(cfg, TinyTagging(), run_dir)  # prints the library's phase summary when the profiled block ends
 print("files:", sorted(p.name for p in run_dir.iterdir()))
 
 # %% [markdown]
@@ -97,7 +99,7 @@ table = (run_dir / "ops.txt").read_text().splitlines()
 print("\n".join(table[:14]))
 
 # %% [markdown]
-# ## From the trace to a phase summary
+# ## From the trace to a phase summary, by hand
 #
 # The trace is a list of events; complete events (`"ph": "X"`) have a start `ts` and a
 # duration `dur` in microseconds. The schedule wait 1, warm-up 1, active 3 records steps 2, 3
@@ -133,6 +135,20 @@ for name, times in summary.items():
 mean = {p: sum(t.get(p, 0.0) for t in summary.values()) / len(summary) for p in (*PHASES, "step")}
 print("share of a step:", ", ".join(f"{p} {mean[p] / mean['step']:.0%}" for p in PHASES),
       f"(the rest, {1 - sum(mean[p] for p in PHASES) / mean['step']:.0%}, is the loop's own bookkeeping)")
+
+# %% [markdown]
+# The library's summary (`profile_summary.txt`, the table `fit` printed above) comes from the
+# profiler's own averages rather than the trace; its ms/step column is the same numbers.
+
+# %%
+library = {}
+for line in (run_dir / "profile_summary.txt").read_text().splitlines():
+    name, _, numbers = line.partition("  ")
+    if name.split(" (")[0] in PHASES and len(numbers.split()) == 2:
+        library[name.split(" (")[0]] = float(numbers.split()[0])  # ms per step
+print("library ms/step:", library)
+for phase in PHASES:
+    assert abs(library[phase] - mean[phase]) <= 0.01 + 0.01 * mean[phase], (phase, library[phase], mean[phase])
 
 # %% [markdown]
 # The same picture as the trace viewer, reduced to the phases of the recorded steps:
