@@ -3,6 +3,7 @@ generated notebook (scripts/book_notebooks.py)."""
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 import time
@@ -42,6 +43,28 @@ def test_chapter_runs(chapter, tmp_path, monkeypatch, capsys):
     for line in printed.splitlines():
         if line.startswith("picture: "):
             assert Path(line[len("picture: "):]).parent == tmp_path and Path(line[9:]).stat().st_size > 1000
+
+
+EXERCISE_TESTS = re.findall(r"^def test_ch(\d\d)_exercise_(\d+)_", "".join(
+    p.read_text(encoding="utf-8") for p in sorted((ROOT / "tests").glob("test_book_exercises*.py"))), flags=re.M)
+HISTORY = re.compile(r"\bsessions?\b|\bissues? #?\d|\bengineers?\b|\bwork rounds?\b", flags=re.I)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_format_title_exercises_and_their_tests(chapter):
+    """``# NN. Title`` first, ``## Exercises`` last with numbered exercises, each solved by a
+    ``test_chNN_exercise_M_*`` in tests/test_book_exercises*.py; the prose speaks of the product only."""
+    cells = book_notebooks.parse_cells(chapter.read_text(encoding="utf-8"), chapter.name)
+    number = chapter.name[:2]
+    assert cells[0][0] == "markdown" and cells[0][1].startswith(f"# {number}. "), cells[0][1][:40]
+    kind, last = cells[-1]
+    assert kind == "markdown" and "## Exercises" in last, f"{chapter.name} must end with a '## Exercises' cell"
+    exercises = re.findall(r"^(\d+)\. ", last.split("## Exercises", 1)[1], flags=re.M)
+    assert exercises and exercises == [str(i) for i in range(1, len(exercises) + 1)]
+    solved = sorted(m for n, m in EXERCISE_TESTS if n == number)
+    assert solved == exercises, f"{chapter.name}: exercises {exercises}, tests for {solved}"
+    text = chapter.read_text(encoding="utf-8")
+    assert not HISTORY.search(text), HISTORY.search(text).group(0)
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
