@@ -25,10 +25,13 @@ import torch.nn.functional as F
 
 from core.metrics import relation_micro_f1
 from data.markers import MarkerEncoder, marker_tokens
+from data.relation_batch import MODEL_INPUTS, collate_relations
 from data.relation import Entity, RelationExample
 from data.tokenizer import XLMRTokenizer
 from models.losses import relation_loss
+from models.encoder import XLMRConfig, XLMREncoder, init_weights
 from models.pooling import SpanAttention, gather_positions, span_max, span_mean
+from models.re_head import RelationClassifier
 
 torch.manual_seed(0)
 
@@ -67,7 +70,8 @@ print("subject marker at", typed.subj_marker, repr(pieces[typed.subj_marker]), "
 # ## Pooling against brute force
 #
 # A batch of two encoded examples, a random `h` standing in for the encoder's output, and the
-# span masks built from `subj_span` / `obj_span` (markers excluded).
+# span masks built from `subj_span` / `obj_span` (markers excluded) -- by hand, then by the
+# library's collation (`data/relation_batch.py`), which pads the batch the same way.
 
 # %%
 other = RelationExample("ex-2", "Marie Curie worked in Paris with Pierre Curie .", Entity("Marie Curie", 0, 10, "PER"),
@@ -84,6 +88,9 @@ for b, e in enumerate(items):
     subj_mask[b, slice(*e.subj_span)] = True
     obj_mask[b, slice(*e.obj_span)] = True
 subj_marker = torch.tensor([e.subj_marker for e in items])  # (B,)
+batch = collate_relations(items, labels=None, pad_id=grown.pad_id)  # dict of (B, T) and (B,) tensors
+assert torch.equal(batch["subj_mask"], subj_mask) and torch.equal(batch["obj_mask"], obj_mask)
+assert torch.equal(batch["subj_marker"], subj_marker)
 print("h", tuple(h.shape), "subj_mask", tuple(subj_mask.shape), "subj_marker", subj_marker.tolist())
 
 brute_start = torch.stack([h[b, e.subj_marker] for b, e in enumerate(items)])  # (B, H)
@@ -114,6 +121,21 @@ for b, e in enumerate(items):
     brute.append(sum(w * row for w, row in zip(weights, span)) / sum(weights))
 torch.testing.assert_close(attention(h, subj_mask).detach(), torch.stack(brute))
 print("learned query == brute force:", torch.allclose(attention(h, subj_mask), torch.stack(brute), atol=1e-5))
+
+# %% [markdown]
+# The classifier (`models/re_head.py`) puts it together: encoder -> pooled subject and object
+# (2H features) -> a small MLP -> one logit per relation. Here on a tiny random encoder whose
+# vocabulary includes the new marker tokens.
+
+# %%
+config = XLMRConfig(vocab_size=grown.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=64)
+tiny = XLMREncoder(config)
+init_weights(tiny, generator=torch.Generator().manual_seed(0))
+classifier = RelationClassifier(tiny, num_labels=3, pooling="attention").eval()
+with torch.no_grad():
+    relation_logits = classifier(*(batch[k] for k in MODEL_INPUTS))  # (B, K)
+print({k: tuple(batch[k].shape) for k in MODEL_INPUTS}, "-> logits", tuple(relation_logits.shape))
 
 # %% [markdown]
 # ## Focal loss against cross-entropy
