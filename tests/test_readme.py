@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 USAGE = ROOT / "docs" / "USAGE.md"
 RESULTS = ROOT / "RESULTS.md"
-FIRST_SCREEN_LINES = 65
+FIRST_SCREEN_LINES = 70  # one screen of a terminal or a browser window
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
 
 
