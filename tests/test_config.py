@@ -135,7 +135,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path):
         load_config(path)
     seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert seconds < 1.0 and peak < 20e6 and len(str(err.value)) < 300
+    assert seconds < 1.0 and peak < 20e6 and len(str(err.value)) < len(str(path)) + 120
     path.write_text("train: &t\n  lr: *t\n")
     with pytest.raises(ConfigError, match=r"an? YAML alias that contains itself"):
         load_config(path)
@@ -149,7 +149,7 @@ def test_a_small_aliased_value_is_quoted_short_in_the_error(tmp_path):
     path.write_text(_alias_bomb(4))  # 9 ** 4 strings: below the limit, so the schema sees it
     with pytest.raises(ConfigError, match=r"'train.lr' must be float, got \[\[") as err:
         load_config(path)
-    assert len(str(err.value)) < 300
+    assert len(str(err.value).partition(" got ")[2]) <= 200  # the value quoted, whatever its size
 
 
 @pytest.mark.parametrize("content,message", [
