@@ -157,15 +157,26 @@ def what_to_do(path: Path) -> str:
     return f"delete it (and {checksum_path(path).name}) and start the run again (--overwrite)"
 
 
+_verified: set[tuple] = set()  # (path, size, mtime, inode, digest) this process has already hashed
+
+
 def verify_checksum(path: str | Path) -> None:
     """CheckpointError when ``<path>.sha256`` exists and does not match the file (a file without one,
-    e.g. written by another tool, is not checked)."""
+    e.g. written by another tool, is not checked). A file this process verified before and that has
+    not changed since (same size, mtime and inode) is not hashed again: a resume reads last.pt three
+    times."""
     path = Path(path)
     side = checksum_path(path)
     if not side.is_file():
         return
     expected = side.read_text(encoding="utf-8", errors="replace").split()[:1]
-    if expected != [file_sha256(path)]:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino, tuple(expected))
+    if key in _verified:
+        return
+    if expected == [file_sha256(path)]:
+        _verified.add(key)
+    else:
         raise CheckpointError(f"{path}: checksum mismatch with {side.name}: the file changed after it was saved "
                               f"(disk corruption or an incomplete copy); {what_to_do(path)}")
 
