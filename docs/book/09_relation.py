@@ -12,8 +12,9 @@
 # 4. `core/metrics.py`: micro-F1 that leaves `no_relation` out (KLUE-RE's definition).
 #
 # Legend: B examples, T subword positions, H hidden, K relations.
-# Run: `python docs/book/09_relation.py`. A real run: `python train.py configs/mini_re_ko.yaml`
-# (docs/RE.md), where the pooling and loss ablations of this chapter have their table.
+# Run: `python docs/book/09_relation.py`. A real run on KLUE-RE with the Korean mini:
+# `python train.py configs/mini_re_klue.yaml` (docs/RE.md has the pooling and loss ablations;
+# `scripts/re_grid.py` the focal gamma / alpha grid).
 
 # %%
 from _common import pyplot, save_figure

@@ -17,7 +17,8 @@
 # Legend: B sentences, T positions, K tags, V vocabulary.
 # Run: `python docs/book/10_profiling.py`. On a real run:
 # `python train.py configs/mini_zeroshot_de.yaml profile.enabled=true train.max_steps=20`
-# (the mini's matrices are large enough for the products to dominate; here the overheads do).
+# (there the matrix products take most of a step; with a model this small, and a machine
+# shared with other work, the shares move from run to run).
 
 # %%
 from _common import pyplot, save_figure
