@@ -421,6 +421,8 @@ def load_yaml(data: bytes | str, name: str, strict: bool = True) -> Any:
         return loader.construct_document(node)
     except ConfigError as err:
         raise ConfigError(str(err).replace("{name}", prefix)) from None
+    except RecursionError:
+        raise ConfigError(f"{prefix} values nested too deeply; a config holds settings, not data") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = mark.line + 1 if mark is not None else \
