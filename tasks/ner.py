@@ -233,13 +233,15 @@ def load_model(cfg, num_labels: int):
     if cfg.model.head == "crf":
         from models.crf import CRF
 
-        model = CRFTagger(model, CRF(num_labels, labels=list(build_label_set().tags)))
+        model = CRFTagger(model, CRF(num_labels, labels=list(build_label_set().tags),
+                                     kernels=resolve_kernels(cfg.model.kernels, cfg.train.device)))
     elif cfg.model.head == "bilstm_crf":  # frozen encoder -> BiLSTM -> CRF (Wang et al. 2020's downstream model)
         from models.crf import CRF
         from models.frozen_bilstm import FrozenEncoderBiLSTM
 
         tagger = FrozenEncoderBiLSTM(model, cfg.bilstm.hidden_size, cfg.bilstm.dropout)
-        model = CRFTagger(tagger, CRF(num_labels, labels=list(build_label_set().tags)))
+        model = CRFTagger(tagger, CRF(num_labels, labels=list(build_label_set().tags),
+                                      kernels=resolve_kernels(cfg.model.kernels, cfg.train.device)))
     elif cfg.model.head != "linear":
         raise ValueError(f"model.head must be linear or crf, got {cfg.model.head!r}")
     return model, tokenizer

@@ -31,6 +31,7 @@ class ChunkTokenizer:
     """Stand-in tokenizer: pieces of 3 characters, ids 10..99."""
 
     bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
+    vocab_size = 100
 
     def encode_words(self, words):
         ids, index = [], []
@@ -165,3 +166,24 @@ def test_bilstm_crf_prediction_equals_brute_force_per_sentence():
             want.append([TAGS[t] for t in brute_force_best(emissions, model.crf)])
     assert len({len(s.words) for s in sents}) > 2 and len(set(map(tuple, want))) > 3
     assert got == want
+
+
+@pytest.mark.parametrize("head", ["crf", "bilstm_crf"])
+@pytest.mark.parametrize("kernels,device,want", [("reference", "cpu", "reference"), ("fast", "cpu", "fast"),
+                                                 ("auto", "cpu", "fast"), ("auto", "cuda", "reference")])
+def test_the_task_builds_its_crf_with_model_kernels(monkeypatch, head, kernels, device, want):
+    # the CRF head follows model.kernels as the encoder does (auto: fast on the CPU), so the run log's
+    # kernels line says what runs
+    import models
+    from core.config import load_config
+    from tasks.ner import load_model
+
+    class Encoder(ContextTable):
+        dropout = nn.Dropout(0.1)
+        config = SimpleNamespace(hidden_size=4, vocab_size=ChunkTokenizer.vocab_size)
+        num_labels = K
+
+    monkeypatch.setattr(models, "load_pretrained", lambda *a, **kw: (Encoder(), ChunkTokenizer()))
+    cfg = load_config(overrides=[f"model.head={head}", f"model.kernels={kernels}", f"train.device={device}"])
+    model, _ = load_model(cfg, K)
+    assert isinstance(model, CRFTagger) and model.crf.kernels == want
