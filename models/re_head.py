@@ -16,6 +16,8 @@ from torch import nn
 
 from models.encoder import init_module
 from models.pooling import EntityPooler
+from models.re_decoding import (allowed_relations, apply_constraint, fit_temperature,  # noqa: F401 (importable here)
+                                tune_prior_offset, with_prior_offset)
 
 
 class RelationClassifier(nn.Module):
@@ -52,8 +54,3 @@ class RelationClassifier(nn.Module):
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """Everything but the encoder (pooler + MLP): what export writes beside the HF folder."""
         return {k: v for k, v in self.state_dict().items() if not k.startswith("encoder.")}
-
-
-# The decoding helpers live in models/re_decoding.py; these names stay importable from here.
-from models.re_decoding import (allowed_relations, apply_constraint, fit_temperature,  # noqa: E402,F401
-                                tune_prior_offset, with_prior_offset)
