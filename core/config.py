@@ -19,9 +19,9 @@ In a YAML file, a mapping field's value replaces the default mapping likewise.
 
 YAML is read by a strict loader: a key given twice in one mapping is an error naming the file
 and both lines; aliases may not refer to themselves, nor expand to more than
-``MAX_YAML_VALUES`` values (a small file of nested aliases can stand for billions); a file
-that is not UTF-8 is an error naming its line. Values quoted in error messages are cut to
-about 200 characters.
+``MAX_YAML_VALUES`` values (a small file of nested aliases can stand for billions); values may
+not nest deeper than ``MAX_YAML_DEPTH``; a file that is not UTF-8 is an error naming its line.
+Values quoted in error messages are cut to about 200 characters.
 
 Each section belongs to one part of the project: ``model`` (encoder and head),
 ``data`` (NER files, windows, sampling), ``train`` (the loop), ``profile``,
@@ -378,6 +378,7 @@ def _into_mapping(cfg: Config, parts: list[str], value: Any, where: str) -> tupl
 
 # A config is a few hundred values; nested aliases could make a small file stand for billions.
 MAX_YAML_VALUES = 100_000
+MAX_YAML_DEPTH = 64  # sections, mappings and lists inside each other
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -413,6 +414,7 @@ def load_yaml(data: bytes | str, name: str, strict: bool = True) -> Any:
         raise ConfigError(f"{prefix}{line}: a NUL byte: binary data, not YAML text")
     loader = None
     try:
+        _check_depth(data)
         loader = _StrictLoader(data)
         node = loader.get_single_node()
         if node is None:
@@ -421,8 +423,6 @@ def load_yaml(data: bytes | str, name: str, strict: bool = True) -> Any:
         return loader.construct_document(node)
     except ConfigError as err:
         raise ConfigError(str(err).replace("{name}", prefix)) from None
-    except RecursionError:
-        raise ConfigError(f"{prefix} values nested too deeply; a config holds settings, not data") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         line = mark.line + 1 if mark is not None else \
@@ -435,6 +435,20 @@ def load_yaml(data: bytes | str, name: str, strict: bool = True) -> Any:
     finally:
         if loader is not None:
             loader.dispose()
+
+
+def _check_depth(text: str) -> None:
+    """Refuse collections nested deeper than MAX_YAML_DEPTH while streaming the parse, before the
+    (recursive) composer sees them; PyYAML's scanner also slows down with every open level."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{{name}}{event.start_mark.line + 1}: values nested more than {MAX_YAML_DEPTH} "
+                                  f"deep; a config holds settings, not data")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _check_expansion(root) -> None:

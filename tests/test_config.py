@@ -136,8 +136,8 @@ def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path):
     seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert seconds < 1.0 and peak < 20e6 and len(str(err.value)) < len(str(path)) + 120
-    path.write_text("train:\n  lr: " + "[" * 5000 + "]" * 5000 + "\n")
-    with pytest.raises(ConfigError, match=r"bomb.yaml: values nested too deeply"):
+    path.write_text("train:\n  lr: " + "[" * 200 + "]" * 200 + "\n")
+    with pytest.raises(ConfigError, match=r"bomb.yaml:2: values nested more than 64 deep"):
         load_config(path)
     path.write_text("train: &t\n  lr: *t\n")
     with pytest.raises(ConfigError, match=r"an? YAML alias that contains itself"):
