@@ -14,7 +14,8 @@ New sections may use ``Literal`` fields and append rules to ``_RULES``.
 
 A dotted override that goes into a mapping field sets one key and keeps the others
 (``data.layout.pl=panx/{lang}/{split}.conllu`` adds Polish beside the default languages);
-giving the mapping itself replaces it whole (``data.layout={pl: panx/{lang}/{split}.conllu}``).
+giving the mapping itself replaces it whole (``data.layout={pl: 'panx/{lang}/{split}.conllu'}``;
+the quotes keep YAML from reading the braces of ``{lang}`` as a mapping).
 In a YAML file, a mapping field's value replaces the default mapping likewise.
 
 YAML is read by a strict loader: a key given twice in one mapping is an error naming the file
