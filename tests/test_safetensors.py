@@ -129,7 +129,8 @@ def test_header_length_is_checked_against_the_file_size(tmp_path):
     # a header length under the absurd-size limit but past the end of the file: the short read
     # happens to be valid JSON ('{}'), so only the size check stops it
     p = write_raw(tmp_path / "a.safetensors", b"{}", header_len=40)
-    with pytest.raises(SafetensorsError, match=rf"^{re.escape(str(p))}: header length 40 runs past the end of the file \(10 bytes"):
+    with pytest.raises(SafetensorsError,
+                       match=rf"^{re.escape(str(p))}: header length 40 runs past the end of the file \(10 bytes"):
         SafetensorsReader(p)
 
 
@@ -139,8 +140,9 @@ def test_header_length_that_pushes_the_tensors_past_the_end_is_rejected(tmp_path
     blob = json.dumps({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).encode()
     data = b" " * 8
     good = write_raw(tmp_path / "good.safetensors", blob, data)
-    assert SafetensorsReader(good).get("w").shape == (2,)
+    with SafetensorsReader(good) as reader:
+        assert reader.get("w").shape == (2,)
     p = write_raw(tmp_path / "a.safetensors", blob, data, header_len=len(blob) + 4)
-    with pytest.raises(SafetensorsError, match=rf"^{re.escape(str(p))}: tensor 'w': offsets \[0, 8\) point outside the file "
-                                               r"\(4 data bytes; truncated\?\)"):
+    with pytest.raises(SafetensorsError, match=rf"^{re.escape(str(p))}: tensor 'w': offsets \[0, 8\) point outside "
+                                               r"the file \(4 data bytes; truncated\?\)"):
         SafetensorsReader(p)
