@@ -318,7 +318,7 @@ def print_run_table(run_dir: Path, args, task: str) -> int:
                          f"and tags with NER and relation runs")
     run = RunResults(run_dir)
     if run.results is None:
-        raise InputError(f"{run_dir}: a {task!r} run with {run.reason}")
+        raise InputError(f"{run_dir} ({task} run): {run.reason}")
     print(f"## {run_dir.name} ({task} run, from results.json)\n\n" + run_table(run.kind, [run]), end="")
     return 0
 

@@ -41,8 +41,9 @@ class RunResults:
         if not self.path.is_dir():
             self.reason = "no such folder"
         elif not results.is_file():
-            summary = next((what for name, what in SUMMARIES.items() if (self.path / name).is_file()), None)
-            self.reason = (f"{summary}: it writes {self.path.name}'s model, not a score table" if summary
+            summary = next((f"{what} ({name})" for name, what in SUMMARIES.items() if (self.path / name).is_file()),
+                           None)
+            self.reason = (f"{summary}: a model for other configs, no score table" if summary
                            else "no results.json yet (not trained, or still training)")
         else:
             try:

@@ -399,7 +399,10 @@ def test_misuse_is_one_error_line(tiny_run, tmp_path, capsys):
                                                                       str(tmp_path / "rows.csv")])
     assert "not for a 'relation' run" in _error(capsys, [str(relation), "--langs", "de"])
     empty = _fake_run(tmp_path, "al", "align")
-    assert "'align' run with no results.json yet" in _error(capsys, [str(empty)])
+    assert f"{empty} (align run): no results.json yet" in _error(capsys, [str(empty)])
+    pretrain = _fake_run(tmp_path, "pre", "mlm", files={"mlm_summary.json": "{}"})
+    assert "(mlm run): an MLM pretraining run (mlm_summary.json): a model for other configs" in \
+        _error(capsys, [str(pretrain)])
 
 
 def test_relation_and_alignment_runs_print_their_table(tmp_path, capsys):
@@ -430,7 +433,7 @@ def test_gather_takes_any_mix_of_run_folders(tmp_path, capsys):
     assert "| al | 0.2500 | 0.5000 | 40 |" in out and "| bl | 0.5000 | 0.4000 | 9.0000 |" in out
     assert out.index("## NER") < out.index("## Relation") < out.index("## Contextual alignment")
     left_out = out[out.index("Not tabulated:"):]
-    assert f"- {tmp_path / 'pre'}: an MLM pretraining run" in left_out
+    assert f"- {tmp_path / 'pre'}: an MLM pretraining run (mlm_summary.json): a model for other" in left_out
     assert f"- {tmp_path / 'broken'}: results.json is not valid JSON" in left_out
     assert f"- {tmp_path / 'half'}: no results.json yet" in left_out
     assert f"- {tmp_path / 'missing'}: no such folder" in left_out
