@@ -161,3 +161,28 @@ def test_the_loss_gets_the_configured_options(tokenizer, case):
     weights = hand_class_weights(task.gold["train"], power) if power is not None else None
     want = hand_loss(logits, batch["labels"].tolist(), gamma, alpha, smoothing, weights)
     assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_the_predictor_decodes_as_the_run_chose(tokenizer):
+    """RelationPredictor.probs: the type constraint of relation.json masks the relations its type pair never
+    took, the prior offset moves the no_relation logit, then the temperature divides: a hand computation
+    on logits of each example scored alone."""
+    from data.markers import MarkerEncoder
+    from data.relation_batch import collate_relations
+    from tasks.relation_predict import RelationPredictor
+
+    _, model = make_task(tokenizer, "start")
+    allowed = {"Peop-Org": [True, True, False, False, False, False], "Org-Loc": [True, False, False, True, False, True]}
+    meta = {"labels": NAMES, "marker": "typed_entity_marker_punct", "max_length": 64, "type_words": {},
+            "special_ids": {}, "constraint": allowed, "prior_offset": -0.75, "temperature": 2.5}
+    got = RelationPredictor(model, tokenizer, meta).probs(EXAMPLES)  # (N, K)
+    encoder = MarkerEncoder(tokenizer, "typed_entity_marker_punct", 64)
+    for n, ex in enumerate(EXAMPLES):
+        with torch.no_grad():
+            logits = model(*(collate_relations([encoder.encode(ex)], None, tokenizer.pad_id)[k]
+                             for k in MODEL_INPUTS))[0].tolist()  # (K,)
+        mask = allowed.get(f"{ex.subj.type}-{ex.obj.type}", [True] * len(NAMES))  # an unseen pair allows all
+        scores = [(v + (-0.75 if k == 0 else 0.0)) / 2.5 if mask[k] else -math.inf for k, v in enumerate(logits)]
+        z = [math.exp(s - max(scores)) for s in scores]
+        assert got[n].tolist() == pytest.approx([v / sum(z) for v in z], abs=1e-6), ex.guid
+    assert got[0, 2:].eq(0).all() and got[3].gt(0).all()  # Peop-Org masked; Loc-Peop never seen: nothing masked
