@@ -51,7 +51,8 @@ from models import load_pretrained
 
 checkpoint = model_dir()  # $XLT_BOOK_MODEL, or the tiny checkpoint (made on first use)
 torch.manual_seed(0)      # the fresh classifier's initial weights
-model, tokenizer = load_pretrained(checkpoint, task="token-classification", num_labels=len(labels))
+model, tokenizer = load_pretrained(checkpoint, task="token-classification", num_labels=len(labels),
+                                   kernels="reference")  # the modules of models/encoder.py, the ones read here
 model.eval()  # no dropout while we compare numbers
 
 piece_ids, word_index = tokenizer.encode_words(sentence.words)
@@ -146,6 +147,21 @@ hidden = model.encoder(input_ids, attention_mask)     # (1, T, H)
 logits = model.classifier(model.dropout(hidden))      # (1, T, K)
 torch.testing.assert_close(logits, model(input_ids, attention_mask))
 print("hidden", tuple(hidden.shape), "logits", tuple(logits.shape))
+
+# %% [markdown]
+# Training on a CPU runs the same maths with faster kernels (`models/encoder_fast.py`: the real
+# tokens packed without their padding, oneDNN's linear layers, a faster dropout), chosen by
+# `model.kernels: reference | fast | auto`; they are subclasses with the same parameters, switched
+# in place, and give the same numbers.
+
+# %%
+import copy
+
+from models import use_kernels
+
+fast_model = use_kernels(copy.deepcopy(model), "fast")    # prints which kernels run, once per process
+torch.testing.assert_close(fast_model(input_ids, attention_mask), logits, rtol=1e-4, atol=1e-5)
+print(type(model.encoder.layers[0].attention).__module__, "==", type(fast_model.encoder.layers[0].attention).__module__)
 
 # %% [markdown]
 # ## 7. Loss
