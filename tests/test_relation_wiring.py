@@ -186,3 +186,30 @@ def test_the_predictor_decodes_as_the_run_chose(tokenizer):
         z = [math.exp(s - max(scores)) for s in scores]
         assert got[n].tolist() == pytest.approx([v / sum(z) for v in z], abs=1e-6), ex.guid
     assert got[0, 2:].eq(0).all() and got[3].gt(0).all()  # Peop-Org masked; Loc-Peop never seen: nothing masked
+
+
+@pytest.mark.parametrize("constraint, prior, temperature", [(False, False, False), (True, False, True),
+                                                            (False, True, False), (True, True, True)])
+def test_the_decoding_flags_choose_the_variant_scored_and_exported(tokenizer, constraint, prior, temperature):
+    """relation.type_constraint / prior_correction / temperature pick the headline variant, and relation.json
+    gets the offset fitted for that variant (the constrained one when both are on) and the temperature."""
+    from models.re_decoding import apply_constraint, calibrate_and_score, with_prior_offset
+
+    flags = [f"relation.type_constraint={str(constraint).lower()}", f"relation.prior_correction={str(prior).lower()}",
+             f"relation.temperature={str(temperature).lower()}"]
+    task, model = make_task(tokenizer, "start", flags)
+    d = task.decode_and_score(model)
+    assert d["chosen"] == {(0, 0): "raw", (1, 0): "constraint", (0, 1): "prior", (1, 1): "constraint+prior"}[
+        (constraint, prior)]
+    test = task.logits(model, "test")
+    offset = d["prior_offset_constrained"] if constraint else d["prior_offset"]
+    want = apply_constraint(test, task.pairs["test"], task.constraint) if constraint else test
+    want = with_prior_offset(want, offset if prior else 0.0) / (d["temperature"] if temperature else 1.0)
+    assert torch.equal(d["final_logits"], want)
+    meta = task.export_meta(d)
+    assert meta["prior_offset"] == (offset if prior else 0.0)
+    assert meta["temperature"] == (d["temperature"] if temperature else 1.0)
+    assert (meta["constraint"] is not None) == constraint
+    direct = calibrate_and_score(task.logits(model, "dev"), test, task.gold["dev"], task.gold["test"],
+                                 task.pairs["dev"], task.pairs["test"], task.constraint, constraint, prior, temperature)
+    assert direct["variants"] == d["variants"]
