@@ -30,7 +30,7 @@ torch.manual_seed(0)
 labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 words = ["Angela", "Merkel", "in", "Paris"]
 K, W = len(labels), len(words)
-crf = CRF(K)                                   # no labels: no constraints (section 4 adds them)
+crf = CRF(K, kernels="reference")              # no labels: no constraints (section 4 adds them)
 with torch.no_grad():
     crf.transitions.normal_(0, 1)              # (K, K) from, to: random, so that they matter
 emissions = torch.randn(1, W, K)               # (B, W, K) what an encoder would say about each word
@@ -80,6 +80,9 @@ print(f"log Z: brute {float(log_z_brute):.4f}, forward {float(log_z_forward):.4f
       f"library {float(nll[0] + score(gold)):.4f}")
 torch.testing.assert_close(log_z_forward, log_z_brute)
 torch.testing.assert_close(nll[0], log_z_brute - score(gold))
+fast = CRF(K, kernels="fast")                                     # models/crf_fast.py: the same numbers
+fast.load_state_dict(crf.state_dict())
+torch.testing.assert_close(fast(emissions, torch.tensor([gold]), reduction="none").detach(), nll)
 print(f"P(gold) = {math.exp(-float(nll[0])):.4f}; all {len(all_paths)} probabilities sum to "
       f"{float((all_scores - log_z_brute).exp().sum()):.6f}")
 
@@ -130,7 +133,7 @@ scores_pushed = torch.stack([score(p, pushed[0]) for p in all_paths])  # (K^W,)
 best_any = all_paths[int(scores_pushed.argmax())]
 best_valid = max((p for p in all_paths if valid(p)), key=lambda p: float(score(p, pushed[0])))
 
-constrained = CRF(K, labels=labels)
+constrained = CRF(K, labels=labels, kernels="reference")
 constrained.load_state_dict(crf.state_dict())                    # same scores, now with constraints
 print("unconstrained:", [labels[i] for i in crf.decode(pushed)[0]], "valid:", valid(best_any))
 print("constrained:  ", [labels[i] for i in constrained.decode(pushed)[0]])
