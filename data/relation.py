@@ -11,8 +11,9 @@ different lengths, a relation from an entity to itself, a pair listed twice) rai
 ``RelationDataError`` naming the file, the line (or record / item index) and the guid; with
 ``skip_bad_rows=True`` it is counted instead and returned in the list of bad-row messages (never
 silently dropped: the task prints the count). Errors of the file itself stop the read whatever
-``skip_bad_rows`` says: bytes that are not UTF-8 or malformed JSON (file, line), a guid (CoNLL04:
-an orig_id) given twice in one file (both rows), a CSV cell over csv's field size limit.
+``skip_bad_rows`` says: bytes that are not UTF-8 or malformed JSON (file, line), a guid given twice
+in one labelled file (both rows; CoNLL04: an orig_id, both items), a CSV cell over csv's field size
+limit.
 
 The KLUE dev split (``split_klue_dev``): dev.csv is the only labelled KLUE data beside the
 3,247-row train subset, so it is carved once by a seeded shuffle into a test part (nothing
