@@ -266,14 +266,17 @@ def check_numerics(window, nonfinite: int, steps: int, step: int, scaled: bool, 
         f"checkpoint before it (weights are never saved non-finite); lower train.lr or check the data")
 
 
-def train_step(state: TrainState, task, micro: list[dict], labelled: int, autocast=contextlib.nullcontext(),
-               clip: float = 0.0, profiler: Profiler = NO_PROFILER, model=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over the micro-batches (``labelled`` tokens on this rank, all micro-batches),
-    under the ``autocast`` context, gradients clipped to norm ``clip`` (0 = off). ``model`` runs the
-    forward: the DDP wrapper of ``state.model`` under torchrun (``state.model`` when None). Advances
-    ``state.step`` and ``state.batch_in_epoch``; returns (summed loss, pre-clip grad norm) as device tensors.
+def train_step(state: TrainState, task, micro: list[dict], labelled: int | None = None,
+               autocast=contextlib.nullcontext(), clip: float = 0.0, profiler: Profiler = NO_PROFILER,
+               model=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step over the micro-batches (``labelled`` tokens on this rank, all micro-batches;
+    None = the sum of their ``n_tokens``), under the ``autocast`` context, gradients clipped to norm
+    ``clip`` (0 = off). ``model`` runs the forward: the DDP wrapper of ``state.model`` under torchrun
+    (``state.model`` when None). Advances ``state.step`` and ``state.batch_in_epoch``; returns (summed
+    loss, pre-clip grad norm) as device tensors.
     """
     model = state.model if model is None else model
+    labelled = sum(int(b["n_tokens"]) for b in micro) if labelled is None else labelled
     world = world_size()
     device = next(unwrap(model).parameters()).device
     total = all_reduce(torch.tensor(float(labelled), device=device)).clamp_min(1.0)  # labelled tokens, all ranks

@@ -1,9 +1,14 @@
 """The training state as one object: what the loop advances and what last.pt saves and restores.
 
     state = TrainState(model, optimizer, scheduler, scaler)      # step 0, epoch 0, no best metric yet
-    loss_sum, grad_norm = train_step(state, task, micro_batches, labelled)   # one optimizer step; state.step += 1
+    for batch in task.train_batches(epoch=0):                    # core.loop.train_step: one optimizer step
+        loss_sum, grad_norm = train_step(state, task, [batch])   # state.step += 1, state.batch_in_epoch += 1
     state.save(run_dir / "last.pt", config=cfg)                  # every rank calls it; rank 0 writes
     state.restore(load_train_state(run_dir / "last.pt"))         # into the live objects, RNG included
+
+``core.loop.fit`` is this loop with everything a run needs around it (accumulation, precision,
+evaluation, logging, DDP, resume); ``tests/test_loop.py`` checks that the few lines above give
+fit's weights.
 
 What a save holds, and so what a resume restores: the weights of the plain model (never a DDP
 wrapper's ``module.`` names), the optimizer's moments and step counts (LazyAdamW's pending decay

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.checkpoint import load_train_state
 from core.config import load_config
 from core.loop import fit
 
@@ -125,6 +126,33 @@ def test_batch8_equals_batch2_accum4(tmp_path, lazy):
     norms = [[r["grad_norm"] for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
               if "grad_norm" in r] for run in ("big", "small")]
     assert len(norms[0]) == 4 and norms[0] == pytest.approx(norms[1], rel=1e-5)
+
+
+def test_a_hand_written_loop_over_train_state_equals_fit(tmp_path):
+    """The TrainState API as a reader would use it (core/train_state.py's docstring) gives fit's weights."""
+    from core.loop import seed_everything, train_step
+    from core.optim import build_optimizer, build_scheduler
+    from core.precision import build_grad_scaler
+    from core.train_state import TrainState
+
+    cfg = toy_config(tmp_path, "train.batch_size=4", "train.max_steps=5", "train.lazy_embedding_decay=false")
+    task = ToyTask(cfg, dropout=0.2)
+    expected = final_weights(fit(cfg, task, tmp_path / "fit"))
+    seed_everything(cfg.train.seed)
+    model = task.build_model()
+    optimizer = build_optimizer(model, cfg.train)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.train, 5), build_grad_scaler("cpu", "fp32"))
+    seed_everything(cfg.train.seed + 0)  # as fit does after building: dropout's stream is seed + rank
+    model.train()
+    for batch in list(task.train_batches(epoch=0))[:5]:
+        train_step(state, task, [batch], clip=cfg.train.clip_grad_norm)
+    assert (state.step, state.epoch, state.batch_in_epoch) == (5, 0, 5)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+    state.save(tmp_path / "last.pt", config=cfg)
+    fresh = TrainState(ToyTask(cfg).build_model())
+    fresh.restore(load_train_state(tmp_path / "last.pt"))
+    assert fresh.step == 5 and all(torch.equal(a, b) for a, b in zip(fresh.model.parameters(), model.parameters()))
 
 
 def test_token_weighting_differs_from_mean_of_micro_means(tmp_path):
