@@ -86,8 +86,8 @@ queries = torch.arange(300, 1000)
 gold = {int(i): {int(i)} for i in queries}
 _, nn_top = cosine_topk(mapped, y, topk=5, queries=queries)  # (700, 5)
 _, csls_top = csls_topk(mapped, y, topk=5, k=10, queries=queries)  # (700, 5)
-print("NN  ", precision_at_k(nn_top, queries.tolist(), gold))
-print("CSLS", precision_at_k(csls_top, queries.tolist(), gold))
+for name, top in (("NN  ", nn_top), ("CSLS", csls_top)):
+    print(name, {k: round(v, 3) for k, v in precision_at_k(top, queries.tolist(), gold).items()})
 
 # %% [markdown]
 # ## CSLS in five lines

@@ -100,7 +100,7 @@ def evaluate(encoder, reference=None) -> dict:
 
 
 print("pieces:", tokenizer.convert_ids_to_tokens(tokenizer.encode_words(lang_b[0])[0]))
-print("before training:", evaluate(original))
+print("before training:", {k: round(v, 3) for k, v in evaluate(original).items()})
 original_a = word_vectors(original, tokenizer, dev.tgt, [LAYER])[0][LAYER]  # [(W_s, H) per A sentence]
 
 # %% [markdown]
