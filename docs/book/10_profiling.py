@@ -80,7 +80,8 @@ class TinyTagging:
             return {"neg_loss": -float(self.loss(model, self.batches[0])) / (B * T)}
 
 
-run_dir = Path(tempfile.mkdtemp(prefix="xlt-book-profile-"))
+workdir = tempfile.TemporaryDirectory(prefix="xlt-book-profile-")  # removed when the process ends
+run_dir = Path(workdir.name)
 cfg = load_config(None, ["train.device=cpu", "train.precision=fp32", "train.batch_size=8", "train.max_steps=6",
                          "train.log_every=3", "profile.enabled=true", "profile.wait=1", "profile.warmup=1",
                          "profile.active=3"])
