@@ -93,8 +93,10 @@ print("files:", sorted(p.name for p in run_dir.iterdir()))
 #
 # `ops.txt` sums every operator over the active steps. "Self" time excludes the operators it
 # called; the phases (`loss`, `backward`, ...) appear as rows too, with a large total and a
-# small self time. On a model this small, bookkeeping operators rank high; on the mini the
-# matrix products (`aten::addmm`, `aten::mm`, `aten::bmm`) take the top rows.
+# small self time. On a model this small the order changes from run to run (a few
+# milliseconds of work, against whatever else the machine does); on the mini the matrix
+# products (`aten::addmm`, `aten::mm`, `aten::bmm`, oneDNN's `mkldnn::_linear_pointwise`) take
+# the top rows.
 
 # %%
 table = (run_dir / "ops.txt").read_text().splitlines()
