@@ -3,9 +3,11 @@
 #
 # Zero-resource NER (docs/ZERORESOURCE.md) translates a sentence word by word: the source
 # language's word vectors are rotated onto the target language's (`models/mapping.py`), and
-# each source word takes the target word nearest to it under CSLS (`models/csls.py`). This
-# chapter builds two "languages" whose right answer is known -- language B is language A
-# rotated by a hidden orthogonal matrix, plus noise -- and checks each step against it:
+# each source word takes the target word nearest to it under CSLS (`models/csls.py`). Real
+# word vectors come from skip-gram on each language's text (`data/word_vectors.py`,
+# `train_sgns`); here synthetic ones stand in, because only then is the right answer known:
+# language B is language A rotated by a hidden orthogonal matrix, plus noise. Each step is
+# checked against it:
 #
 # 1. Procrustes recovers the rotation from a seed dictionary (exactly, without noise).
 # 2. Plain nearest neighbours suffer from *hubs*: a few targets are the nearest neighbour of
