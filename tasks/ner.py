@@ -49,10 +49,17 @@ def _autocast(device: torch.device, precision: str):
 
 
 @torch.inference_mode()
-def predict_words(model: nn.Module, sentences: list[Sentence], tokenizer, labels: LabelSet, data_cfg,
-                  batch_size: int = 32, precision: str = "auto"):
+def predict_words(model: nn.Module, sentences: list[Sentence] | list[list[str]], tokenizer,
+                  labels: LabelSet | None = None, data_cfg=None, batch_size: int = 32, precision: str = "auto"):
     """(tags, losses): one predicted tag per word of every sentence (windows stitched back), and
-    each word's cross-entropy of its gold tag under the head's softmax (None without gold tags)."""
+    each word's cross-entropy of its gold tag under the head's softmax (None without gold tags).
+    A sentence may be a plain list of words; labels default to PAN-X's, data_cfg (max_length,
+    stride) to DataConfig's defaults."""
+    from core.config import DataConfig
+
+    sentences = [s if isinstance(s, Sentence) else Sentence(list(s), []) for s in sentences]
+    labels = labels if labels is not None else build_label_set()
+    data_cfg = data_cfg if data_cfg is not None else DataConfig()
     model = unwrap(model)
     was_training = model.training
     model.eval()
@@ -93,11 +100,12 @@ def predict_words(model: nn.Module, sentences: list[Sentence], tokenizer, labels
     return tags, stitch(windows, window_losses, n_words) if has_gold else None
 
 
-def predict_tags(model, sentences, tokenizer, labels, data_cfg, batch_size=32, precision="auto"):
+def predict_tags(model, sentences, tokenizer, labels=None, data_cfg=None, batch_size=32, precision="auto"):
+    """One tag per word of every sentence: ``predict_tags(model, [["Angela", "Merkel"]], tokenizer)``."""
     return predict_words(model, sentences, tokenizer, labels, data_cfg, batch_size, precision)[0]
 
 
-def score(model, sentences, tokenizer, labels, data_cfg, batch_size=32, precision="auto") -> dict:
+def score(model, sentences, tokenizer, labels=None, data_cfg=None, batch_size=32, precision="auto") -> dict:
     pred = predict_tags(model, sentences, tokenizer, labels, data_cfg, batch_size, precision)
     return entity_scores([s.tags for s in sentences], pred)
 

@@ -69,3 +69,23 @@ def test_walkthrough_scoring_of_a_fitted_and_a_wrong_prediction(chapter):
     wrong = entity_scores([ns["sentence"].tags], [missed])
     assert (wrong["precision"], wrong["recall"]) == (1.0, 0.5) and wrong["f1"] == pytest.approx(2 / 3)
     assert wrong["per_type"]["LOC"]["recall"] == 0.0 and wrong["per_type"]["PER"]["f1"] == 1.0
+
+
+def test_predict_tags_takes_plain_word_lists_with_default_labels_and_windows(chapter):
+    """The one-call tagging the chapter ends with: word lists, PAN-X labels and DataConfig's windows
+    by default, the same tags as the explicit call with Sentence objects, labels and a data config."""
+    from core.config import DataConfig
+    from data.conll import Sentence
+    from data.labels import build_label_set
+    from tasks.ner import predict_tags, score
+
+    ns = chapter
+    words = [ns["sentence"].words, ["Paris", "ist", "groß"], ns["sentence"].words * 20]  # the last: 3 windows
+    explicit = predict_tags(ns["model"], [Sentence(w, []) for w in words], ns["tokenizer"], build_label_set(),
+                            DataConfig(), precision="fp32")
+    assert predict_tags(ns["model"], words, ns["tokenizer"], precision="fp32") == explicit
+    assert ns["library_tags"][0] == ns["predicted_tags"] == explicit[0]
+    assert [len(t) for t in explicit] == [len(w) for w in words]
+    gold = [ns["sentence"]]
+    assert score(ns["model"], gold, ns["tokenizer"], precision="fp32") == \
+        score(ns["model"], gold, ns["tokenizer"], build_label_set(), DataConfig(), precision="fp32")

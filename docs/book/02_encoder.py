@@ -221,8 +221,18 @@ assert perfect["f1"] == 1.0 and perfect["support"] == 2
 
 # %% [markdown]
 # That is the whole path. `tasks/ner.py` runs steps 3-9 over batches of windows for every
-# sentence of the training set, and `evaluate.py` runs step 9 over whole test sets.
-#
+# sentence of the training set, and `evaluate.py` runs step 9 over whole test sets. To tag
+# sentences with a model, the library does steps 2-9 in one call (windows of 128 pieces, batches
+# of similar length, the logits at first pieces only, stitching; PAN-X's labels unless given):
+
+# %%
+from tasks.ner import predict_tags
+
+library_tags = predict_tags(model, [sentence.words, ["Paris", "ist", "groß"]], tokenizer, precision="fp32")
+print(library_tags)
+assert library_tags[0] == predicted_tags
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. Count the parameters of the encoder from its config alone (V, H, L, I = intermediate size,
