@@ -2,6 +2,9 @@
 prediction path scoring a fitted and a wrong prediction."""
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import runpy
 from pathlib import Path
 
@@ -14,15 +17,22 @@ CHAPTER = BOOK / "02_encoder.py"
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
-@pytest.fixture
-def chapter(tmp_path, monkeypatch, capsys):
-    """The chapter's namespace after it ran on the tiny checkpoint."""
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("BOOK_OUT", str(tmp_path))
-    monkeypatch.delenv("XLT_BOOK_MODEL", raising=False)
-    monkeypatch.syspath_prepend(str(BOOK))
-    namespace = runpy.run_path(str(CHAPTER), run_name="__main__")
-    namespace["printed"] = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def chapter(tmp_path_factory):
+    """The chapter's namespace after it ran once on the tiny checkpoint (one thread, as conftest's
+    one_thread), with what it printed under "printed"."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(printed):
+        mp.setenv("MPLBACKEND", "Agg")
+        mp.setenv("BOOK_OUT", str(tmp_path_factory.mktemp("book_out")))
+        mp.delenv("XLT_BOOK_MODEL", raising=False)
+        mp.syspath_prepend(str(BOOK))
+        torch.manual_seed(0)
+        namespace = runpy.run_path(str(CHAPTER), run_name="__main__")
+    torch.set_num_threads(threads)
+    namespace["printed"] = printed.getvalue()
     return namespace
 
 
@@ -50,7 +60,8 @@ def test_walkthrough_scoring_of_a_fitted_and_a_wrong_prediction(chapter):
     from data.windows import stitch
 
     ns = chapter
-    model, optimizer, batch = ns["model"], ns["optimizer"], ns["batch"]
+    model, optimizer = copy.deepcopy((ns["model"], ns["optimizer"]))  # the chapter's own stay as they are
+    batch = ns["batch"]
     for _ in range(60):
         loss = torch.nn.functional.cross_entropy(model(ns["input_ids"], ns["attention_mask"]).flatten(0, 1),
                                                  batch["labels"].flatten(), ignore_index=ns["IGNORE_INDEX"],
