@@ -6,9 +6,10 @@
 
 The lock is an ``flock`` on ``run_dir/.lock`` held until the process ends (however it ends: the
 kernel drops it with the file descriptor, so a killed run leaves no stale lock). A second run with
-the same ``train.name`` meanwhile is refused naming the folder and the holder's pid. A finished
-folder (a result file or an exported model/) is only trained again with ``--resume`` (which
-continues or re-reports it) or ``--overwrite`` (which empties it first). ``train.keep: model``
+the same ``train.name`` meanwhile is refused naming the folder and the holder's pid. A folder that
+holds a finished run (a result file or an exported model/) or an unfinished one (a last.pt) is only
+trained again with ``--resume`` (which continues or re-reports it) or ``--overwrite`` (which
+empties it first). ``train.keep: model``
 deletes the checkpoints (last.pt, best.pt and their checksums) of every folder of the run that holds
 an exported model/ once the run has ended well: the few GB a base-size run needs only while it trains.
 """
@@ -41,12 +42,19 @@ def finished_markers(run_dir: str | Path) -> list[str]:
 
 
 def check_not_finished(run_dir: str | Path, resume: bool = False, overwrite: bool = False) -> None:
-    """RunFolderError when ``run_dir`` holds a finished run and neither flag says what to do with it."""
+    """RunFolderError when ``run_dir`` holds a finished run, or an unfinished one (a last.pt), and
+    neither flag says what to do with it."""
     run_dir = Path(run_dir)
     if resume and overwrite:
         raise RunFolderError("--resume continues the run in its folder and --overwrite empties it: pass one")
     done = finished_markers(run_dir)
-    if not done or overwrite:
+    if overwrite:
+        return
+    if not done:
+        saved = sorted(run_dir.glob("**/last.pt")) if run_dir.is_dir() else []
+        if saved and not resume:  # an interrupted run: starting again would throw its steps away
+            raise RunFolderError(f"{run_dir} holds an unfinished run ({saved[0]}); pass --resume to continue it, "
+                                 f"--overwrite to start again from scratch, or give this run another train.name")
         return
     if not resume:
         raise RunFolderError(f"{run_dir} holds a finished run ({', '.join(done)}); pass --overwrite to train it "

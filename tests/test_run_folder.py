@@ -154,6 +154,8 @@ def test_ctrl_c_saves_last_pt_at_a_step_boundary_and_resume_equals_uninterrupted
     saved = torch.load(tmp_path / "toy" / "last.pt", weights_only=True)
     assert (saved["step"], saved["epoch"], saved["batch_in_epoch"]) == (6, 0, 6)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert train.main(args) == 2  # starting again without a flag would throw the 6 steps away
+    assert "holds an unfinished run" in _one_error_line(capsys)
     monkeypatch.setattr(SignalledToyTask, "at", 10**9)
     assert train.main(args + ["--resume"]) == 0
     resumed = torch.load(tmp_path / "toy" / "last.pt", weights_only=True)["model"]
