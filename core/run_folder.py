@@ -1,6 +1,6 @@
 """One run per folder: a lock while it runs, no silent overwrite of a finished run, and what it holds.
 
-    claim_run_folder(run_dir, resume=False, overwrite=False)   # before any file is written; keep the result
+    claim_run_folder(run_dir, resume=False, overwrite=False)   # before any file is written; locked until exit
     ...train, test, export...
     finish_run_folder(run_dir, keep="all", result=result)      # prints the test table, the paths, the sizes
 
@@ -9,9 +9,9 @@ kernel drops it with the file descriptor, so a killed run leaves no stale lock).
 the same ``train.name`` meanwhile is refused naming the folder and the holder's pid. A folder that
 holds a finished run (a result file or an exported model/) or an unfinished one (a last.pt) is only
 trained again with ``--resume`` (which continues or re-reports it) or ``--overwrite`` (which
-empties it first). ``train.keep: model``
-deletes the checkpoints (last.pt, best.pt and their checksums) of every folder of the run that holds
-an exported model/ once the run has ended well: the few GB a base-size run needs only while it trains.
+empties it first). ``train.keep: model`` deletes the checkpoints (last.pt, best.pt and their
+checksums) of every folder of the run that holds an exported model/ once the run has ended well:
+the few GB a base-size run needs only while it trains.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ _held: dict[Path, int] = {}  # run folder -> descriptor of its lock file, held b
 
 
 class RunFolderError(ConfigError):
-    """A run folder that must not be written: in use by another run, or finished."""
+    """A run folder that must not be written: in use by another run, or holding a run and no flag."""
 
 
 def finished_markers(run_dir: str | Path) -> list[str]:
