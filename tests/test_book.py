@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "docs" / "book"
@@ -26,6 +27,13 @@ def test_the_book_has_chapters_with_distinct_numbers():
     assert "02" in numbers and len(set(numbers)) == len(numbers)
 
 
+def global_settings() -> dict:
+    """The process-wide torch settings a chapter must leave as it found them."""
+    return {"dtype": torch.get_default_dtype(), "threads": torch.get_num_threads(),
+            "grad": torch.is_grad_enabled(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "anomaly": torch.is_anomaly_enabled()}
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs(chapter, tmp_path, monkeypatch, capsys):
     """The chapter runs top to bottom as ``python docs/book/NN_slug.py`` would, on its own tiny
@@ -35,9 +43,11 @@ def test_chapter_runs(chapter, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("XLT_BOOK_MODEL", raising=False)
     monkeypatch.syspath_prepend(str(BOOK))
     monkeypatch.setattr(sys, "argv", [str(chapter)])
+    settings = global_settings()
     start = time.perf_counter()
     runpy.run_path(str(chapter), run_name="__main__")
     seconds = time.perf_counter() - start
+    assert global_settings() == settings, f"{chapter.name} changed a global torch setting"
     printed = capsys.readouterr().out
     assert seconds < 60, f"{chapter.name} took {seconds:.1f} s"
     for line in printed.splitlines():
