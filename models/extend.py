@@ -19,7 +19,8 @@ Initialisations (``init``):
 - ``random``: rows ~ N(0, initializer_range), decoder bias 0 -- the paper's.
 - ``mean``: each row the mean of the base rows of its ``sources`` (the base tokenizer's pieces of
   the new piece's string, ``piece_sources``); its bias the mean of their biases. Where the
-  sources are empty or only <unk> (an unseen script) the row is drawn from a Gaussian with the
+  sources are empty or only <unk> (an unseen script: ``piece_sources`` also empties a
+  decomposition that is only ``▁ <unk>``) the row is drawn from a Gaussian with the
   mean and covariance of the base rows, and the bias is the mean base bias -- a zero bias among
   negative ones would give a new piece outsized MLM probability from the first step.
 - ``gaussian``: every row from that Gaussian, bias the mean base bias.
@@ -168,13 +169,18 @@ def grow_vocabulary(model: nn.Module, n_new: int, init: str = "random", sources:
 def piece_sources(base_tokenizer, pieces: list[str]) -> list[list[int]]:
     """For each piece string, the base tokenizer's ids of its surface text (``▁`` read as a space).
     A piece that continues a word (no leading ``▁``) drops the lone ``▁`` the base tokenizer
-    puts before a word."""
+    puts before a word. A decomposition that holds nothing but a lone ``▁``, <unk> and special
+    ids (``▁Москва`` -> ``▁ <unk>`` for a base that never saw the script) says nothing about the
+    piece and comes back empty, so ``init="mean"`` draws that row from the Gaussian instead of
+    copying the ``▁`` row into every such piece."""
     texts = [p.replace("\u2581", " ") for p in pieces]
     out = []
     for piece, ids in zip(pieces, base_tokenizer.encode_batch(texts)):
         if not piece.startswith("\u2581") and ids and base_tokenizer.id_to_token(ids[0]) == "\u2581":
             ids = ids[1:]
-        out.append(ids)
+        informative = [i for i in ids if i >= FIRST_ORDINARY_ID and i != base_tokenizer.mask_id
+                       and base_tokenizer.id_to_token(i) != "\u2581"]
+        out.append(ids if informative else [])
     return out
 
 

@@ -113,7 +113,7 @@ def test_grown_export_matches_transformers(tmp_path):
     model.init_weights(torch.Generator().manual_seed(0))
     old = rows(model).detach().clone()
     sources = piece_sources(base, ["▁привет", "ин", "<e1>"])
-    assert 3 in sources[0] and sources[1] == base.encode("ин", add_special_tokens=False)[1:]
+    assert sources[0] == [] and sources[1] == []  # ▁ <unk> and <unk>: nothing to average
     grow_for_tokenizer(model, base, grown, init="mean", generator=torch.Generator().manual_seed(0))
     save_pretrained(model.eval(), grown, tmp_path / "model")
     hf = transformers.XLMRobertaForMaskedLM.from_pretrained(tmp_path / "model").eval()
@@ -125,3 +125,29 @@ def test_grown_export_matches_transformers(tmp_path):
         assert torch.allclose(model(ids), hf(input_ids=ids).logits, atol=1e-5)
     ours, tok = load_pretrained(tmp_path / "model", task="masked-lm")
     assert torch.equal(rows(ours)[:base.vocab_size], old) and tok.encode(text) == ids.tolist()[0]
+
+
+def test_mean_init_word_initial_unseen_script_pieces_get_gaussian_rows(tmp_path):
+    """``▁Москва`` reads as ``▁ <unk>`` to a Latin-only base: no source, a Gaussian draw each, not
+    copies of the ``▁`` row that all start identical."""
+    base = XLMRTokenizer.train(["ein satz", "noch ein satz hier", "und noch einer"] * 30, 50, tmp_path / "tok")
+    new = ["▁привет", "▁мир", "ин", "▁satzин"]
+    grown = base.add_pieces([(p, -5.0 - i) for i, p in enumerate(new)])
+    sources = piece_sources(base, new)
+    assert sources[0] == [] and sources[1] == [] and sources[2] == []  # ▁ <unk>, ▁ <unk>, <unk>
+    assert base.convert_ids_to_tokens(sources[3]) == ["▁satz", "<unk>"]  # an informative piece: kept
+    cfg = XLMRConfig(vocab_size=base.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=16)
+    model = XLMRForMaskedLM(cfg)
+    model.init_weights(torch.Generator().manual_seed(0))
+    V = base.vocab_size
+    old = rows(model).detach().clone()
+    grow_for_tokenizer(model, base, grown, init="mean", generator=torch.Generator().manual_seed(3))
+    new_rows = rows(model).detach()[V:]
+    assert not torch.equal(new_rows[0], new_rows[1])  # no two pieces start identical
+    ref = XLMRForMaskedLM(XLMRConfig(vocab_size=V, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=16, max_position_embeddings=16))
+    ref.init_weights(torch.Generator().manual_seed(0))
+    grow_vocabulary(ref, 3, init="gaussian", generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(new_rows[:3], rows(ref).detach()[V:], atol=1e-6)  # the same three Gaussian draws, in order
+    assert torch.equal(rows(model)[:V], old)
