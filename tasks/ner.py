@@ -48,13 +48,19 @@ def _autocast(device: torch.device, precision: str):
     return autocast_context(device, resolve_precision(precision, device))
 
 
+PREDICT_CHUNK = 4096  # sentences whose windows and per-piece outputs are held at once
+
+
 @torch.inference_mode()
 def predict_words(model: nn.Module, sentences: list[Sentence] | list[list[str]], tokenizer,
-                  labels: LabelSet | None = None, data_cfg=None, batch_size: int = 32, precision: str = "auto"):
+                  labels: LabelSet | None = None, data_cfg=None, batch_size: int = 32, precision: str = "auto",
+                  chunk: int = PREDICT_CHUNK):
     """(tags, losses): one predicted tag per word of every sentence (windows stitched back), and
     each word's cross-entropy of its gold tag under the head's softmax (None without gold tags).
     A sentence may be a plain list of words; labels default to PAN-X's, data_cfg (max_length,
-    stride) to DataConfig's defaults."""
+    stride) to DataConfig's defaults. Sentences go through in parts of ``chunk``: the windows and
+    per-piece outputs of one part are held at a time, so memory beyond the returned tags does not
+    grow with the input (bench/predict_memory.py)."""
     from core.config import DataConfig
 
     sentences = [s if isinstance(s, Sentence) else Sentence(list(s), []) for s in sentences]
@@ -63,6 +69,21 @@ def predict_words(model: nn.Module, sentences: list[Sentence] | list[list[str]],
     model = unwrap(model)
     was_training = model.training
     model.eval()
+    tags, losses = [], []
+    try:
+        for first in range(0, len(sentences), max(chunk, 1)):
+            part_tags, part_losses = _predict_part(model, sentences[first:first + max(chunk, 1)], tokenizer, labels,
+                                                   data_cfg, batch_size, precision)
+            tags += part_tags
+            losses = None if part_losses is None or losses is None else losses + part_losses
+    finally:
+        model.train(was_training)
+    return tags, losses
+
+
+def _predict_part(model: nn.Module, sentences: list[Sentence], tokenizer, labels: LabelSet, data_cfg,
+                  batch_size: int, precision: str):
+    """predict_words on one part of the sentences (the model already in eval mode)."""
     device = next(model.parameters()).device
     windows = build_windows(sentences, tokenizer, labels, data_cfg.max_length, data_cfg.stride)
     sampler = LengthBucketSampler([len(w) for w in windows], batch_size, shuffle=False)
@@ -93,7 +114,6 @@ def predict_words(model: nn.Module, sentences: list[Sentence] | list[list[str]],
             losses[owned] = F.cross_entropy(logits, gold[owned], reduction="none")
         for row, loss_row, i in zip(preds.cpu().tolist(), losses.cpu().tolist(), index):
             window_preds[i], window_losses[i] = row, loss_row
-    model.train(was_training)
     n_words = [len(s.words) for s in sentences]
     tags = [[labels.tag(i) for i in row] for row in stitch(windows, window_preds, n_words)]
     has_gold = all(len(s.tags) == len(s.words) for s in sentences)

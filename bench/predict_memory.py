@@ -1,0 +1,87 @@
+"""Benchmark: peak memory of NER prediction against the size of the input (it must stay flat).
+
+    python bench/predict_memory.py                          # 20,000 and 200,000 sentences
+    python bench/predict_memory.py --sizes 2000,20000 --model runs/mini_pretrain/model
+
+Each (input size, part size) runs in its own fresh process: PAN-X test sentences (de, en, es, nl,
+repeated to the size), a model in the HF layout (--model; default a tiny random checkpoint written
+here, since memory, not accuracy, is measured), then ``tasks.ner.predict_words``. Printed: the RSS
+with the sentences read (the input itself), and the peak growth above it while predicting, for
+predict_words' parts of 4,096 sentences and for one part holding the whole input (what the growth
+would be if every window and per-piece output were held at once). The returned tags (one string
+reference per word) are the only output that grows with the input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def status_mb(key: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def one(model_dir: str, n: int, chunk: int) -> dict:
+    import torch
+
+    from core.paths import data_root
+    from data.conll import read_conll
+    from models import load_pretrained
+    from tasks.ner import predict_words
+
+    torch.set_num_threads(1)
+    pool = [s for lang in ("de", "en", "es", "nl") for s in read_conll(data_root() / "panx" / lang / "test.conllu")]
+    sentences = [pool[i % len(pool)].words for i in range(n)]
+    model, tok = load_pretrained(model_dir, task="token-classification", num_labels=7)
+    import gc
+    gc.collect()
+    base = status_mb("VmRSS")
+    tags, _ = predict_words(model, sentences, tok, chunk=chunk)
+    assert len(tags) == n
+    return {"base_mb": base, "peak_mb": status_mb("VmHWM"), "words": sum(map(len, sentences))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="20000,200000")
+    ap.add_argument("--model", default="")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        n, chunk = map(int, args.one.split(","))
+        print(json.dumps(one(args.model, n, chunk)))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model
+        if not model:
+            from core.paths import data_root
+            from data.conll import read_conll
+            from tasks.ner import write_tiny_checkpoint
+
+            model = str(write_tiny_checkpoint(Path(tmp) / "tiny", read_conll(data_root() / "panx/de/train.conllu")[:2000]))
+        print(f"model: {model}")
+        for n in map(int, args.sizes.split(",")):
+            for chunk, what in ((4096, "parts of 4,096"), (10**9, "one part")):
+                proc = subprocess.run([sys.executable, __file__, "--one", f"{n},{chunk}", "--model", model],
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(f"error: {n} sentences failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    return 1
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"{n:>8,} sentences ({r['words']:,} words), {what:>14}: input read {r['base_mb']:,.0f} MB, "
+                      f"peak growth while predicting {r['peak_mb'] - r['base_mb']:,.0f} MB", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
