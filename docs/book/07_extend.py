@@ -98,9 +98,10 @@ print("the grown model reads new ids:", ids.tolist(), "->", tuple(model(ids).sha
 # Each new piece's string is segmented by the *base* tokenizer (`piece_sources`). `<unk>` is
 # dropped from those sources; what is left is averaged (row and bias). A piece with nothing
 # left -- a script the base never saw -- is drawn from a Gaussian with the base rows' mean
-# and covariance, with the mean ordinary bias. Note what this rule does to a word-initial
-# Cyrillic piece: its sources are `▁ <unk>`, so it starts as a copy of the `▁` row, and all
-# such pieces start identical.
+# and covariance, with the mean ordinary bias. A word-initial Cyrillic piece decomposes as
+# `▁ <unk>`: a lone `▁` says nothing about the piece, so `piece_sources` hands it no sources
+# and it gets its own Gaussian draw too (a copy of the `▁` row would start all such pieces
+# identical).
 
 # %%
 new_pieces = grown.convert_ids_to_tokens(range(V, V + N))
@@ -108,8 +109,8 @@ sources = piece_sources(base, new_pieces)
 rule = []
 for piece, ids in zip(new_pieces, sources):
     kept = [i for i in ids if i != UNK_ID]
-    rule.append("gaussian" if not kept else "copy of ▁" if base.convert_ids_to_tokens(kept) == ["▁"] else "mean")
-for kind in ("mean", "copy of ▁", "gaussian"):
+    rule.append("gaussian" if not kept else "mean")
+for kind in ("mean", "gaussian"):
     examples = [p for p, r in zip(new_pieces, rule) if r == kind]
     print(f"{kind:10} {len(examples):2} pieces, e.g. {examples[:5]}")
 j = rule.index("mean")
@@ -121,7 +122,7 @@ print("mean ordinary base bias", f"{old_bias[FIRST_ORDINARY_ID:].mean():.4f}", "
 
 # %% [markdown]
 # Two principal components of every row: the Gaussian rows fall among the base rows, the
-# averaged ones inside them, and the `▁` copies on one point.
+# averaged ones inside them.
 
 # %%
 centred = rows - rows[FIRST_ORDINARY_ID:V].mean(0)  # (V + N, H)
@@ -130,9 +131,9 @@ xy = centred @ vt[:2].T  # (V + N, 2)
 plt = pyplot()
 fig, ax = plt.subplots(figsize=(5.6, 4.2))
 ax.scatter(*xy[FIRST_ORDINARY_ID:V].T, s=12, c="lightgrey", label="base rows")
-for kind, colour in (("gaussian", "tab:blue"), ("mean", "tab:green"), ("copy of ▁", "tab:red")):
+for kind, colour in (("gaussian", "tab:blue"), ("mean", "tab:green")):
     chosen = [V + i for i, r in enumerate(rule) if r == kind]
-    ax.scatter(*xy[chosen].T, s=28, c=colour, marker="x" if kind == "copy of ▁" else "o", label=f"new: {kind} ({len(chosen)})")
+    ax.scatter(*xy[chosen].T, s=28, c=colour, label=f"new: {kind} ({len(chosen)})")
 ax.set_title("New embedding rows under init='mean'")
 ax.legend(fontsize=8)
 save_figure(fig, "07_new_rows.png")
