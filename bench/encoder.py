@@ -50,14 +50,14 @@ SMALL = BASE | dict(vocab_size=32000, hidden_size=256, num_hidden_layers=4, num_
 NUM_LABELS = 7
 
 
-def make_models(size: dict):
+def make_models(size: dict, kernels: str = "fast"):
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
     torch.manual_seed(0)
     hf_config = XLMRobertaConfig(**size, num_labels=NUM_LABELS)
     hf_config._attn_implementation = "sdpa"  # transformers' fastest CPU path
     ref = XLMRobertaForTokenClassification(hf_config)
     ours = load_from_source(DictSource(ref.state_dict()), XLMRConfig.from_hf_dict(ref.config.to_dict()),
-                            "token-classification", NUM_LABELS)
+                            "token-classification", NUM_LABELS, kernels=kernels)
     return ours, ref
 
 
@@ -110,8 +110,8 @@ def time_pair(ours, ref, batch, train: bool, precision: str, reps: int) -> dict[
             for k in ("ours", "ref")}
 
 
-def bench_speed(size: dict, shapes, precisions, reps: int) -> list[dict]:
-    ours, ref = make_models(size)
+def bench_speed(size: dict, shapes, precisions, reps: int, kernels: str = "fast") -> list[dict]:
+    ours, ref = make_models(size, kernels)
     ids, mask, _ = make_batch(2, 16, size["vocab_size"])
     with torch.no_grad():
         ours.eval(), ref.eval()
@@ -220,6 +220,8 @@ def main() -> None:
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--kernels", choices=("fast", "reference"), default="fast",
+                    help="our encoder's kernels (models/encoder_fast.py)")
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args()
     size = SMALL if args.small else BASE
@@ -230,7 +232,7 @@ def main() -> None:
           f"fast bf16 (amx/avx512_bf16): {cpu_supports_bf16()}, size {'small' if args.small else 'base'}")
     rows = {}
     if not args.skip_speed:
-        rows["speed"] = bench_speed(size, shapes, args.precisions.split(","), args.reps)
+        rows["speed"] = bench_speed(size, shapes, args.precisions.split(","), args.reps, args.kernels)
     if not args.skip_load:
         rows["load"] = bench_load(size, args.load_reps)
     if args.json:

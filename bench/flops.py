@@ -19,7 +19,7 @@ Per layer, forward, with R = sum L_b and P = sum L_b^2:
 When the loss reads only M = sum M_b positions (``selected``: M_b per sequence; MLM's masked
 pieces, NER's labelled ones), the rest of the last layer is not useful work either: there the
 key/value projections stay on R rows, the query and output projections and the FFN count M rows,
-the scores/values sum M_b L_b pairs, and the head scores M rows (models/encoder.py does this).
+the scores/values sum M_b L_b pairs, and the head scores M rows (models/encoder_fast.py does this).
 Backward = 2 x forward for every product (the input gradient and the weight gradient; for the
 scores/values the gradients of q and k, probs and v), so forward + backward = 3 x forward.
 Elementwise work (LayerNorm, GELU, softmax, dropout, the optimizer) is not in the count: the

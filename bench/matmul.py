@@ -18,13 +18,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.precision import resolve_precision  # noqa: E402
-from models.encoder import ONEDNN_LINEAR  # noqa: E402
+from models.encoder_fast import ONEDNN_LINEAR  # noqa: E402
 
 
 def gflops(n: int, dtype: torch.dtype, reps: int, kernel: str = "mm") -> float:
     """Mean GFLOP/s of an n x n @ n x n matmul over ``reps`` products. kernel "mm" = torch.mm (output
     buffer reused; MKL's sgemm in fp32, oneDNN in bf16), "onednn" = oneDNN's fp32 linear, the kernel
-    models.encoder.Linear trains with (a @ b^T, the same FLOPs)."""
+    models.encoder_fast.FastLinear trains with (a @ b^T, the same FLOPs)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     out = torch.empty(n, n, dtype=dtype)
     if kernel == "mm":

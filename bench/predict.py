@@ -5,9 +5,9 @@
 
 Ours: tasks.ner.predict_words (the public API evaluate.py --predict uses): words -> windows of at
 most 128 pieces (longer sentences cut with overlap, each word owned by one window), length-
-bucketed batches of 32, the encoder skipping pads on the CPU and running its last layer's queries
-and FFN on the owned first pieces only, autocast in the given precision, argmax, stitched back to
-one tag per word.
+bucketed batches of 32, the encoder with ``--kernels`` (default fast, models/encoder_fast.py:
+skipping pads and running its last layer's queries and FFN on the owned first pieces only),
+autocast in the given precision, argmax, stitched back to one tag per word.
 Reference: what a transformers user writes: XLMRobertaTokenizerFast(is_split_into_words=True,
 truncation at 128, padding to the longest of the batch), batches of 32 in corpus order,
 XLMRobertaForTokenClassification (sdpa) under the same autocast, argmax, and the word-level
@@ -64,7 +64,7 @@ def load_sentences(n: int):
     return out[:n]
 
 
-def load_models(model_dir: Path, tokenizer_dir: Path, num_labels: int):
+def load_models(model_dir: Path, tokenizer_dir: Path, num_labels: int, kernels: str = "fast"):
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaTokenizerFast
 
     torch.manual_seed(0)
@@ -81,7 +81,7 @@ def load_models(model_dir: Path, tokenizer_dir: Path, num_labels: int):
     ref.eval()
     state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
     ours = load_from_source(DictSource(state), XLMRConfig.from_hf_dict(ref.config.to_dict()), "token-classification",
-                            num_labels)
+                            num_labels, kernels=kernels)
     ours.eval()
     tokenizer = XLMRTokenizer.from_pretrained(tokenizer_dir)
     hf_tok = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_dir / "tokenizer.json"))
@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "runs/mini_pretrain/model"))
     ap.add_argument("--tokenizer", default=str(ROOT / "runs/mini_pretrain/tokenizer"))
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--kernels", choices=("fast", "reference"), default="fast",
+                    help="our encoder's kernels (models/encoder_fast.py)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,7 +137,8 @@ def main() -> None:
     id2tag = [labels.tag(i) for i in range(len(labels))]
     data_cfg = load_config(None).data
     sentences = load_sentences(args.sentences)
-    ours, ref, tokenizer, hf_tok, source = load_models(Path(args.model), Path(args.tokenizer), len(labels))
+    ours, ref, tokenizer, hf_tok, source = load_models(Path(args.model), Path(args.tokenizer), len(labels),
+                                                          args.kernels)
     size = ref.config.to_dict()
     n_words = sum(len(s.words) for s in sentences)
     windows = build_windows(sentences, tokenizer, labels, data_cfg.max_length, data_cfg.stride)

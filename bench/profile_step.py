@@ -1,6 +1,6 @@
 """Where the time of our training step goes: by phase and by operator (torch.profiler via core/profiler.py).
 
-    scripts/cpujob -2 python bench/profile_step.py --compare             # base size, 32x128, bf16, before/after
+    scripts/cpujob -2 python bench/profile_step.py --compare             # base size, 32x128, bf16, reference/fast
     python bench/profile_step.py --small --shape 16x40 --precision fp32     # quick
 
 The same step bench/train_step.py times for ours (models.heads.XLMRForTokenClassification +
@@ -9,9 +9,11 @@ loop labels its phases (loss > forward, backward, optimizer); this script runs `
 steps, then profiles ``--active`` steps and prints: wall time per step and per phase; the
 operators by self time, grouped (matrix products, attention, elementwise, layout copies,
 optimizer, other) and the top of the table; and the roofline of the step (bench/flops.py over
-the measured GEMM peak). ``--trace DIR`` also writes trace.json / ops.txt there. ``--compare``
-runs it twice: models.encoder.CPU_TRAINING_KERNELS off (torch's F.dropout and sdpa: the code
-before issue 20) and on (fast_dropout and the manual attention for CPU training).
+the measured GEMM peak). ``--trace DIR`` also writes trace.json / ops.txt there. ``--kernels``
+picks the encoder's kernels (default fast); ``--compare`` profiles the same model with the
+reference kernels (models/encoder.py: padded layout, torch's linear and F.dropout, sdpa), then
+with the fast ones (models/encoder_fast.py: packing, the last layer on the selected rows, oneDNN
+fp32 linear, fast dropout, manual attention while training), switched in place by use_kernels.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from bench.matmul import gemm_peak  # noqa: E402
 from bench.train_step import BASE, SMALL, Ours, batch_flops, build_our_model, make_batch  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.profiler import Profiler  # noqa: E402
-from models import encoder  # noqa: E402
+from models.encoder_fast import describe_kernels, use_kernels  # noqa: E402
 
 GROUPS = (  # (group, substrings of aten op names); first match wins
     ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn_", "mkldnn::_linear",
@@ -69,16 +71,17 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--trace", help="also write trace.json and ops.txt into this folder")
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--reps", type=int, default=3, help="interleaved unprofiled before/after steps (--compare)")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved unprofiled reference/fast steps (--compare)")
+    ap.add_argument("--kernels", choices=("fast", "reference"), default="fast", help="the encoder's kernels")
     ap.add_argument("--compare", action="store_true",
-                    help="profile with models.encoder.CPU_TRAINING_KERNELS off, then on (before / after)")
+                    help="profile with the reference kernels, then the fast ones")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     size = SMALL if args.small else BASE
     B, T = (int(x) for x in args.shape.split("x"))
     train_cfg = load_config(None, ["train.lr=5e-5", "train.weight_decay=0.01"]).train
-    ours = Ours(build_our_model(size), train_cfg)
+    ours = Ours(build_our_model(size, args.kernels), train_cfg)
     ours.model.train()
     batch = make_batch(B, T, size["vocab_size"], seed=B * T)
     peak = gemm_peak(args.precision)
@@ -87,26 +90,23 @@ def main() -> None:
           f"L{size['num_hidden_layers']}, {args.shape}, {args.precision}, {int(batch['attention_mask'].sum())} real "
           f"tokens; {flops['total'] / 1e9:.1f} GFLOP per step ({phase_summary(flops)}); measured {args.precision} "
           f"GEMM peak {peak:.0f} GFLOP/s")
-    settings = [False, True] if args.compare else [encoder.CPU_TRAINING_KERNELS]
-    for fast in settings:
-        encoder.CPU_TRAINING_KERNELS = fast
-        print(f"\n== models.encoder.CPU_TRAINING_KERNELS = {fast} "
-              f"({'fast_dropout + manual attention when training on the CPU' if fast else 'F.dropout + sdpa'})")
+    for kernels in ("reference", "fast") if args.compare else (args.kernels,):
+        use_kernels(ours.model, kernels, announce=False)
+        print(f"\n== {describe_kernels(ours.model)}")
         profile_once(ours, batch, args, flops, peak)
-    if args.compare:  # before / after without the profiler: interleaved, order alternating
-        times = {False: [], True: []}
+    if args.compare:  # reference / fast without the profiler: interleaved, order alternating
+        times = {"reference": [], "fast": []}
         for r in range(args.reps):
-            for fast in ((False, True) if r % 2 == 0 else (True, False)):
-                encoder.CPU_TRAINING_KERNELS = fast
+            for kernels in (("reference", "fast") if r % 2 == 0 else ("fast", "reference")):
+                use_kernels(ours.model, kernels, announce=False)
                 t0 = time.perf_counter()
                 ours.step(batch, args.precision)
-                times[fast].append(time.perf_counter() - t0)
-        encoder.CPU_TRAINING_KERNELS = True
-        before, after = statistics_median(times[False]), statistics_median(times[True])
-        ratios = [b / a for b, a in zip(times[False], times[True])]
-        print(f"\ninterleaved, unprofiled, {args.reps} reps: before {before * 1e3:.0f} ms "
+                times[kernels].append(time.perf_counter() - t0)
+        before, after = statistics_median(times["reference"]), statistics_median(times["fast"])
+        ratios = [b / a for b, a in zip(times["reference"], times["fast"])]
+        print(f"\ninterleaved, unprofiled, {args.reps} reps: reference {before * 1e3:.0f} ms "
               f"({flops['total'] / before / 1e9:.0f} GFLOP/s = {100 * flops['total'] / before / 1e9 / peak:.0f}% of peak), "
-              f"after {after * 1e3:.0f} ms ({flops['total'] / after / 1e9:.0f} GFLOP/s = "
+              f"fast {after * 1e3:.0f} ms ({flops['total'] / after / 1e9:.0f} GFLOP/s = "
               f"{100 * flops['total'] / after / 1e9 / peak:.0f}%); speed-up {statistics_median(ratios):.2f}x (median of "
               f"per-rep ratios {', '.join(f'{x:.2f}' for x in ratios)})")
 

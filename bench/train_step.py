@@ -5,7 +5,8 @@
     python bench/train_step.py --small                       # quick smoke run
     python bench/train_step.py --active-rows 50000           # emulate late training (see below)
 
-Ours: models.heads.XLMRForTokenClassification + core.loop.train_step with core.optim.build_optimizer
+Ours: models.heads.XLMRForTokenClassification with the encoder's ``--kernels`` (default fast: the CPU
+fast paths of models/encoder_fast.py) + core.loop.train_step with core.optim.build_optimizer
 (fused AdamW, lazy-embedding AdamW with sparse embedding gradients) and core.precision's autocast.
 Reference: transformers' XLMRobertaForTokenClassification (sdpa) + torch.optim.AdamW (foreach
 default, HF decay groups) + clip_grad_norm_, as a Hugging Face fine-tuning script does it.
@@ -49,7 +50,7 @@ from core.optim import build_optimizer, build_scheduler  # noqa: E402
 from core.precision import autocast_context, build_grad_scaler, cpu_supports_bf16  # noqa: E402
 from core.profiler import Profiler  # noqa: E402
 from core.train_state import TrainState  # noqa: E402
-from models import load_from_source  # noqa: E402
+from models import load_from_source, use_kernels  # noqa: E402
 from models.encoder import XLMRConfig  # noqa: E402
 from models.weights import DictSource  # noqa: E402
 
@@ -76,7 +77,7 @@ def batch_flops(size: dict, batch: dict) -> dict:
     return flops_of_batch(size, batch["attention_mask"], NUM_LABELS, backward=True, select=batch["labels"] != -100)
 
 
-def make_models(size: dict):
+def make_models(size: dict, kernels: str = "fast"):
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
 
     torch.manual_seed(0)
@@ -85,7 +86,7 @@ def make_models(size: dict):
     ref = XLMRobertaForTokenClassification(hf_config)
     state = {k: v.detach().clone() for k, v in ref.state_dict().items()}  # ours must not share storage
     ours = load_from_source(DictSource(state), XLMRConfig.from_hf_dict(ref.config.to_dict()), "token-classification",
-                            NUM_LABELS)
+                            NUM_LABELS, kernels=kernels)
     return ours, ref
 
 
@@ -211,7 +212,7 @@ def run_sequential(runners: dict, size: dict, cases, args, train_cfg) -> list[tu
                                                 args.reps, args.warmup)
     del ref
     gc.collect()
-    ours = Ours(build_our_model(size), train_cfg)
+    ours = Ours(build_our_model(size, args.kernels), train_cfg)
     mark_active(ours, args.active_rows)
     rows = []
     for precision, (B, T) in cases:
@@ -222,12 +223,12 @@ def run_sequential(runners: dict, size: dict, cases, args, train_cfg) -> list[tu
     return rows
 
 
-def build_our_model(size: dict):
+def build_our_model(size: dict, kernels: str = "fast"):
     from models.heads import XLMRForTokenClassification
 
     config = XLMRConfig.from_hf_dict(dict(size, initializer_range=0.02))
     torch.manual_seed(0)
-    model = XLMRForTokenClassification(config, NUM_LABELS)
+    model = use_kernels(XLMRForTokenClassification(config, NUM_LABELS), kernels)
     model.init_weights()
     return model
 
@@ -265,6 +266,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--active-rows", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--kernels", choices=("fast", "reference"), default="fast",
+                        help="our encoder's kernels (models/encoder_fast.py)")
     parser.add_argument("--sequential", action="store_true",
                         help="half the memory: reference first, then ours (not interleaved; needs ~8 GB at 32x128)")
     args = parser.parse_args()
@@ -277,7 +280,7 @@ def main() -> None:
         print("note: this CPU has no native bf16 (AMX / AVX512-BF16); bf16 numbers will be slow for both")
     train_cfg = load_config(None, ["train.lr=5e-5", "train.weight_decay=0.01"]).train
 
-    ours, ref = (runner(model, train_cfg) for runner, model in zip((Ours, Reference), make_models(size)))
+    ours, ref = (runner(model, train_cfg) for runner, model in zip((Ours, Reference), make_models(size, args.kernels)))
     print(f"size: H{size['hidden_size']} L{size['num_hidden_layers']} V{size['vocab_size']}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     check_same_update(ours, ref, make_batch(8, 32, size["vocab_size"], seed=123))

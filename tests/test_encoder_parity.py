@@ -2,7 +2,9 @@
 
 Checkpoints are written by transformers itself (safetensors via save_pretrained, .bin via
 torch.save of its state_dict); our load_pretrained must reproduce its outputs within 1e-5 in
-fp32, with padding inside the batch, through both attention paths.
+fp32, with padding inside the batch, through both attention paths and both kernels (the reference
+of models/encoder.py and the fast paths of models/encoder_fast.py; every path of the two against
+each other: tests/test_encoder_paths.py).
 """
 from __future__ import annotations
 
@@ -76,10 +78,11 @@ def test_outputs_match_transformers(task, fmt, tmp_path, tokenizer_dir):
     with torch.no_grad():
         expected = hf_out(ref, ids, mask)
         for attention in ("sdpa", "manual"):
-            model, tok = load_pretrained(tmp_path, task=task, attention=attention)
-            got = model(ids, mask)
-            assert got.shape == expected.shape
-            assert torch.allclose(got[mask], expected[mask], atol=1e-5, rtol=0), attention
+            for kernels in ("reference", "fast"):
+                model, tok = load_pretrained(tmp_path, task=task, attention=attention, kernels=kernels)
+                got = model(ids, mask)
+                assert got.shape == expected.shape
+                assert torch.allclose(got[mask], expected[mask], atol=1e-5, rtol=0), (attention, kernels)
     assert tok.vocab_size <= V  # a tiny corpus yields fewer pieces (hard_vocab_limit=False)
 
 
@@ -91,9 +94,10 @@ def test_config_comes_from_json_not_defaults(tmp_path, tokenizer_dir):
     assert model.embeddings.word_embeddings.weight.shape == (V, 32)
 
 
-def test_attention_paths_agree_with_dropout_off_and_gradients(tmp_path, tokenizer_dir):
+@pytest.mark.parametrize("kernels", ["reference", "fast"])
+def test_attention_paths_agree_with_dropout_off_and_gradients(tmp_path, tokenizer_dir, kernels):
     write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
-    model, _ = load_pretrained(tmp_path)
+    model, _ = load_pretrained(tmp_path, kernels=kernels)
     ids, mask = padded_batch()
     outs, grads = [], []
     for impl in ("sdpa", "manual"):
@@ -108,11 +112,11 @@ def test_attention_paths_agree_with_dropout_off_and_gradients(tmp_path, tokenize
 
 
 def test_padded_batch_skips_pads_with_the_same_outputs_and_gradients(tmp_path, tokenizer_dir):
-    """On the CPU a padded batch runs its position-wise layers on the real tokens only
-    (models.encoder.Packing): hidden states, and the gradients of a loss over real positions,
+    """With the fast kernels a padded batch runs its position-wise layers on the real tokens only
+    (models.encoder_fast.Packing): hidden states, and the gradients of a loss over real positions,
     must equal transformers' padded computation; the pads come out as zeros."""
     ref = write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
-    model, _ = load_pretrained(tmp_path)
+    model, _ = load_pretrained(tmp_path, kernels="fast")
     model.eval(), ref.eval()  # no dropout; autograd still records
     ids, mask = padded_batch()
     ours = model(ids, mask)  # (B, T, H)
@@ -135,10 +139,10 @@ def test_padded_batch_skips_pads_with_the_same_outputs_and_gradients(tmp_path, t
 
 
 def test_select_returns_the_selected_states_with_the_same_gradients(tmp_path, tokenizer_dir):
-    """``select``: the encoder returns h[select] (M, H), its last layer running queries, output
-    projection and FFN on those M rows only -- still transformers' numbers and gradients."""
+    """``select``: the encoder returns h[select] (M, H), with the fast kernels its last layer running
+    queries, output projection and FFN on those M rows only -- still transformers' numbers and gradients."""
     ref = write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
-    model, _ = load_pretrained(tmp_path)
+    model, _ = load_pretrained(tmp_path, kernels="fast")
     model.eval(), ref.eval()
     ids, mask = padded_batch()
     select = mask & (torch.rand(mask.shape, generator=torch.Generator().manual_seed(7)) < 0.5)
@@ -168,7 +172,7 @@ def test_select_returns_the_selected_states_with_the_same_gradients(tmp_path, to
 
 def test_select_on_unpadded_empty_and_bad_selections(tmp_path, tokenizer_dir):
     write_hf_checkpoint("encoder", tmp_path, tokenizer_dir)
-    model, _ = load_pretrained(tmp_path)
+    model, _ = load_pretrained(tmp_path, kernels="fast")
     model.eval()
     ids, mask = padded_batch()
     full = model(ids[:1], None)  # row 0 has no pads: no mask at all

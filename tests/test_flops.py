@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.flops import phase_summary, step_flops
 from models.encoder import XLMRConfig
+from models.encoder_fast import use_kernels
 from models.heads import XLMRForTokenClassification
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,15 +42,16 @@ def test_hand_count_tiny_config():
     assert step_flops(H=4, L=2, I=8, lengths=[2, 3], head=("classifier", 3), selected=[2, 3]) == f  # all = none
 
 
+@pytest.mark.parametrize("kernels", ["reference", "fast"])
 @pytest.mark.parametrize("backward", [False, True])
-def test_matches_torch_flop_counter_on_our_model(backward):
+def test_matches_torch_flop_counter_on_our_model(backward, kernels):
     config = XLMRConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=40, max_position_embeddings=40, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0, attention="manual")  # the counter skips CPU sdpa
-    model = XLMRForTokenClassification(config, 5)
+    model = use_kernels(XLMRForTokenClassification(config, 5), kernels, announce=False)
     ids = torch.randint(4, 50, (3, 7))
     mask = torch.ones(3, 7, dtype=torch.bool)  # unpadded: the counter sees exactly the useful work
-    # the counter has no formula for oneDNN's linear (models.encoder.Linear in fp32 on the CPU): 2 M K N
+    # the counter has no formula for oneDNN's linear (the fast kernels' FastLinear in fp32): 2 M K N
     onednn = {torch.ops.mkldnn._linear_pointwise: lambda x, w, *_, **__: 2 * math.prod(x) * w[0]}
     with FlopCounterMode(display=False, custom_mapping=onednn) as counter:
         logits = model(ids, mask)
@@ -60,8 +62,9 @@ def test_matches_torch_flop_counter_on_our_model(backward):
 
 
 def test_selection_matches_torch_flop_counter():
-    """With ``select`` our last layer does the selected rows' work only -- except that it still scores
-    all T query rows of the (B, T) layout (the unselected ones are zeros), which the count leaves out."""
+    """With ``select`` the fast kernels' last layer does the selected rows' work only -- except that it
+    still scores all T query rows of the (B, T) layout (the unselected ones are zeros), which the count
+    leaves out. The reference computes every row and indexes."""
     config = XLMRConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=40, max_position_embeddings=40, hidden_dropout_prob=0.0,
                         attention_probs_dropout_prob=0.0, attention="manual")
@@ -71,9 +74,15 @@ def test_selection_matches_torch_flop_counter():
     select = torch.zeros(3, 7, dtype=torch.bool)
     select[0, :3], select[1, 5], select[2, :] = True, True, True  # M_b = 3, 1, 7
     onednn = {torch.ops.mkldnn._linear_pointwise: lambda x, w, *_, **__: 2 * math.prod(x) * w[0]}
-    with FlopCounterMode(display=False, custom_mapping=onednn) as counter:
-        logits = model(ids, mask, select=select)  # (M, K)
-        F.cross_entropy(logits, torch.zeros(11, dtype=torch.long)).backward()
+    counts = {}
+    for kernels in ("reference", "fast"):
+        use_kernels(model, kernels, announce=False)
+        with FlopCounterMode(display=False, custom_mapping=onednn) as counter:
+            logits = model(ids, mask, select=select)  # (M, K)
+            F.cross_entropy(logits, torch.zeros(11, dtype=torch.long)).backward()
+        counts[kernels] = counter.get_total_flops()
     useful = step_flops(16, 2, 40, [7, 7, 7], ("classifier", 5), backward=True, selected=[3, 1, 7])["total"]
     unselected_pairs = (7 - 3) * 7 + (7 - 1) * 7  # query rows the (B, T) layout scores anyway
-    assert counter.get_total_flops() == useful + 3 * 4 * unselected_pairs * 16
+    assert counts["fast"] == useful + 3 * 4 * unselected_pairs * 16
+    every_row = step_flops(16, 2, 40, [7, 7, 7], ("classifier", 5), backward=True)["total"]
+    assert counts["reference"] == every_row - 3 * 2 * 16 * 5 * (21 - 11)  # the head alone on the 11 selected
