@@ -147,9 +147,10 @@ torch.testing.assert_close(library_norm, norm)
 # %% [markdown]
 # ## 3. Autocast, and the GradScaler: unscale before clipping
 #
-# Under `torch.autocast`, matrix products run in a 16-bit type (bf16 on CPUs that have it, fp16 or
-# bf16 on GPUs) while reductions stay in fp32; the loop picks one context for the run
-# (`core/precision.py`) and the loss is computed in fp32 (`.float()`). bf16 has fp32's exponent
+# Under `torch.autocast`, matrix products run in a 16-bit type while reductions stay in fp32. The
+# loop picks one context for the run (`core/precision.py`; `train.precision: auto` is bf16 where
+# the device has it, else fp32 on a CPU and fp16 with a GradScaler on an older GPU), and the loss
+# is computed in fp32 (`.float()`). bf16 has fp32's exponent
 # range; fp16 does not: a small gradient underflows to zero. The GradScaler multiplies the loss by
 # a large scale S before backward, so the gradients are S times larger and survive, and divides
 # them by S again (`unscale_`) before the optimizer uses them. Clipping must come after that
