@@ -128,7 +128,7 @@ assert sorted(set(index)) == [0, 1, 2] and index.count(0) > 5
 # %% [markdown]
 # ## 5. Windows over a long sentence
 #
-# The encoder reads at most `max_length` positions (512 for XLM-R; configs use 128 or 256 for
+# The encoder reads at most `max_length` positions (512 for XLM-R; the NER configs use 128 for
 # speed). A longer sentence is cut into windows of `max_length - 2` pieces that overlap by
 # `stride` pieces, so that a word near a cut still sees context on both sides in *some* window.
 # Each word is owned by one window only, the one in which its first piece is farthest from an edge;

@@ -15,7 +15,7 @@
 #
 # Legend: B batch, W words, C characters per word, E word-embedding size, Hc character features,
 # H LSTM hidden per direction, K tags. Sizes here are tiny; `configs/bilstm_crf_de.yaml` trains the
-# real one (E 100, Hc 50, H 200) on PAN-X German.
+# real one (E 100, Hc 100, H 200) on PAN-X German.
 
 # %%
 from _common import pyplot, save_figure  # docs/book/_common.py: also puts the repository root on sys.path
