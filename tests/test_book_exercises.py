@@ -176,17 +176,17 @@ def test_ch03_exercise_2_a_resume_without_the_rng_state(tmp_path, dropout, same)
     steps = [micro[i % 4] for i in range(6)]
     straight = fresh()
     for batch in steps:
-        train_step(straight, task, [batch], labelled=batch["n_tokens"])
+        train_step(straight, task, [batch])
     first = fresh()
     for batch in steps[:3]:
-        train_step(first, task, [batch], labelled=batch["n_tokens"])
+        train_step(first, task, [batch])
     saved = load_train_state(first.save(tmp_path / "last.pt"))
     resumed = fresh(seed=123)
     own_rng = rng_state()
     resumed.restore(saved)
     set_rng_state(own_rng)  # everything restored but the RNG
     for batch in steps[3:]:
-        train_step(resumed, task, [batch], labelled=batch["n_tokens"])
+        train_step(resumed, task, [batch])
     straight.optimizer.materialize()
     resumed.optimizer.materialize()
     equal = all(torch.equal(p, q) for p, q in zip(straight.model.parameters(), resumed.model.parameters()))

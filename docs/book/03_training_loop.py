@@ -98,6 +98,8 @@ print(type(state.optimizer).__name__, [len(g["params"]) for g in state.optimizer
 # the number of micro-batches gives every micro-batch the same weight, so a token of a short
 # micro-batch weighs more than a token of a long one. The loop divides each micro-batch's *sum*
 # by the labelled tokens of the whole step instead, which is exactly the big batch's mean.
+# `train_step(state, task, micro_batches)` does one such step (its `labelled` is the sum of the
+# micro-batches' `n_tokens` unless given; under DDP, of every rank's).
 
 # %%
 big = make_batch(sentences)                                           # (8, 12)
@@ -115,9 +117,9 @@ print(f"mean over tokens {float(reference):.5f}; naive mean of means {float(naiv
 torch.testing.assert_close(weighted, reference)
 
 one = fresh_state()
-loss_one, norm_one = train_step(one, task, [big], labelled=big["n_tokens"], clip=cfg.clip_grad_norm)
+loss_one, norm_one = train_step(one, task, [big], clip=cfg.clip_grad_norm)  # labelled: the batches' n_tokens
 four = fresh_state()
-loss_four, norm_four = train_step(four, task, micro, labelled=sum(tokens), clip=cfg.clip_grad_norm)
+loss_four, norm_four = train_step(four, task, micro, labelled=sum(tokens), clip=cfg.clip_grad_norm)  # said out loud
 one.optimizer.materialize(), four.optimizer.materialize()             # lazy rows up to date (section 4)
 for (name, p), q in zip(one.model.named_parameters(), four.model.parameters()):
     torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
@@ -204,7 +206,7 @@ plain_model = Tagger()                                                # the same
 plain = torch.optim.AdamW([{"params": [plain_model.embed.weight, plain_model.out.weight], "weight_decay": 0.01},
                            {"params": [plain_model.out.bias], "weight_decay": 0.0}], lr=0.05)
 for step in range(3):
-    train_step(lazy, task, micro[step:step + 1], labelled=micro[step]["n_tokens"], clip=cfg.clip_grad_norm)
+    train_step(lazy, task, micro[step:step + 1], clip=cfg.clip_grad_norm)
     (task.loss(plain_model, micro[step]) / micro[step]["n_tokens"]).backward()
     clip_grad_norm(plain_model.parameters(), cfg.clip_grad_norm)
     plain.step()
@@ -260,11 +262,11 @@ from core.checkpoint import load_train_state
 steps = [micro[i % 4] for i in range(6)]
 straight = fresh_state(dropout=0.3)
 for batch in steps:
-    train_step(straight, task, [batch], labelled=batch["n_tokens"])
+    train_step(straight, task, [batch])
 
 first = fresh_state(dropout=0.3)
 for batch in steps[:3]:
-    train_step(first, task, [batch], labelled=batch["n_tokens"])
+    train_step(first, task, [batch])
 with tempfile.TemporaryDirectory() as folder:
     last_pt = first.save(Path(folder) / "last.pt")                    # atomic, with last.pt.sha256 beside it
     saved = load_train_state(last_pt)                                 # checked, weights_only: runs no code
@@ -273,7 +275,7 @@ print("last.pt holds:", sorted(saved))
 resumed = fresh_state(dropout=0.3, seed=123)                          # other weights, other RNG
 resumed.restore(saved)
 for batch in steps[3:]:
-    train_step(resumed, task, [batch], labelled=batch["n_tokens"])
+    train_step(resumed, task, [batch])
 straight.optimizer.materialize(), resumed.optimizer.materialize()
 for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
     torch.testing.assert_close(p, q, rtol=0, atol=0)
