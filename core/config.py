@@ -276,7 +276,15 @@ class ExtendConfig:
     spm_vocab_size: int = 8000  # the target unigram model (fairseq ids, as mlm.vocab_size)
     new_pieces: int = 6000  # V_new: pieces added (an error if the text cannot give that many)
     select: str = "score"  # score | used (data/extend_vocab.py)
-    init: str = "mean"  # random | mean | gaussian (models/extend.py)
+    init: str = "mean"  # random | mean | gaussian (models/extend.py) | wechsel | focus (models/extend_init.py)
+    # wechsel / focus: skip-gram piece vectors (data/word_vectors.py) decide each new row's mix of base rows
+    init_k: int = 10  # base rows mixed per new row (WECHSEL's 10)
+    init_temperature: float = 0.1  # wechsel: softmax(cos / temperature) (WECHSEL's 0.1); focus uses sparsemax(cos)
+    # wechsel: dictionary files under data.root (data/dictionaries.py spec: "a.txt,b.txt:reversed"), pairs
+    # (base-language word, target word); "" = words spelt the same in both texts
+    init_dictionary: str = ""
+    init_vector_dim: int = 100
+    init_vector_epochs: int = 5
     new_rows_steps: float = 0.0  # share of the steps with only the new rows (embedding + bias) trained
     base_text_share: float = 0.0  # share of the MLM sentences drawn from the base-language text
 

@@ -29,8 +29,10 @@ where top_k(i) are the k anchors with the highest cosine c_ij = cos(t_i, s_j) of
 sparsemax(z) is the Euclidean projection of z onto the probability simplex (Martins & Astudillo
 2016): p_j = max(z_j - tau(z), 0) with tau(z) the threshold that makes p sum to one, so a clear
 winner gets all the weight (a new piece whose vector equals an anchor's, the others orthogonal,
-gets exactly that anchor's row). A new piece with no static vector (seen fewer than ``min_count``
-times in the target text) gets the ``gaussian`` draw of models/extend.py and the mean base bias.
+gets exactly that anchor's row). The lone ``▁`` is never an anchor (it precedes every word of every
+script). A new piece with no static vector (seen fewer than ``min_count`` times in the target
+text), and every new piece when no anchor has a vector, gets the ``gaussian`` draw of
+models/extend.py and the mean base bias.
 The rows go through ``grow_vocabulary(init="rows")``: every old row stays bit-identical.
 """
 from __future__ import annotations
@@ -99,11 +101,12 @@ def mix_rows(new_vectors: torch.Tensor, anchor_vectors: torch.Tensor, anchor_ids
 
 
 def piece_vectors(tokenizer, sentences: list[str], dim: int = 100, epochs: int = 5, min_count: int = 2,
-                  seed: int = 0, log=print) -> tuple[list[int], torch.Tensor]:
+                  seed: int = 0, sample: float = 1e-4, log=print) -> tuple[list[int], torch.Tensor]:
     """(piece ids, (n, d) vectors, unit length and centred): skip-gram (data/word_vectors.py) over the
-    sentences segmented by ``tokenizer``, each piece id one word."""
+    sentences segmented by ``tokenizer``, each piece id one word (``sample``: word2vec's subsampling
+    of frequent pieces; 0 keeps all, which a small text needs)."""
     corpus = [[str(i) for i in ids] for ids in tokenizer.encode_batch(sentences)]
-    vectors = train_sgns(corpus, dim=dim, epochs=epochs, min_count=min_count, seed=seed, log=log)
+    vectors = train_sgns(corpus, dim=dim, epochs=epochs, min_count=min_count, seed=seed, sample=sample, log=log)
     return [int(w) for w in vectors.words], center_and_normalize(vectors.matrix)
 
 
@@ -133,16 +136,18 @@ def dictionary_map(base_tok, grown_tok, base_vectors, target_vectors, pairs: lis
     return procrustes(x, y), len(both)
 
 
-def anchor_rows(ids: list[int], V: int, mask_id: int) -> list[int]:
-    """Indices into ``ids`` of ordinary base pieces (no specials, no <mask>, no new id)."""
-    return [r for r, i in enumerate(ids) if FIRST_ORDINARY_ID <= i < V and i != mask_id]
+def anchor_rows(ids: list[int], tokenizer, V: int) -> list[int]:
+    """Indices into ``ids`` of ordinary base pieces: no specials, no <mask>, no new id, and not the
+    lone ``▁`` (it stands before every word of every script, so it says nothing about a piece)."""
+    return [r for r, i in enumerate(ids) if FIRST_ORDINARY_ID <= i < V and i != tokenizer.mask_id
+            and tokenizer.id_to_token(i) != "\u2581"]
 
 
 @torch.no_grad()
 def grow_from_vectors(model: nn.Module, base_tok, grown_tok, rule: str, target_text: list[str],
                       base_text: list[str] | None = None, pairs: list[tuple[str, str]] | None = None, k: int = 10,
                       temperature: float = 0.1, dim: int = 100, epochs: int = 5, min_count: int = 2, seed: int = 0,
-                      generator: torch.Generator | None = None, log=print) -> dict:
+                      sample: float = 1e-4, generator: torch.Generator | None = None, log=print) -> dict:
     """Grow ``model`` to ``grown_tok`` with rows from the ``rule`` (``wechsel`` needs ``base_text``
     and dictionary ``pairs``; ``focus`` only the target text). Returns a report (counts and pairs used)."""
     if rule not in RULES:
@@ -152,36 +157,38 @@ def grow_from_vectors(model: nn.Module, base_tok, grown_tok, rule: str, target_t
     heads = _lm_heads(model)
     bias = heads[0].bias.detach() if heads else None
     n_new = grown_tok.vocab_size - V
-    target_ids, target_matrix = piece_vectors(grown_tok, target_text, dim, epochs, min_count, seed, log)
+    target_ids, target_matrix = piece_vectors(grown_tok, target_text, dim, epochs, min_count, seed, sample, log)
     report = {"rule": rule, "k": k, "target_pieces_with_vectors": len(target_ids)}
     if rule == "wechsel":
         if not base_text or not pairs:
             raise ValueError("wechsel needs base-language text and dictionary pairs")
-        base_ids, base_matrix = piece_vectors(base_tok, base_text, dim, epochs, min_count, seed, log)
+        base_ids, base_matrix = piece_vectors(base_tok, base_text, dim, epochs, min_count, seed, sample, log)
         w, used = dictionary_map(base_tok, grown_tok, (base_ids, base_matrix), (target_ids, target_matrix), pairs)
-        keep = anchor_rows(base_ids, V, base_tok.mask_id)
+        keep = anchor_rows(base_ids, base_tok, V)
         anchor_ids, anchor_vectors = torch.tensor([base_ids[r] for r in keep]), base_matrix[keep]  # (A,), (A, d)
         target_matrix = target_matrix @ w  # (n, d) into the base space
         report |= {"temperature": temperature, "dictionary_pairs": len(pairs), "dictionary_pairs_used": used}
         mix_rule = "softmax"
     else:
-        keep = anchor_rows(target_ids, V, base_tok.mask_id)
+        keep = anchor_rows(target_ids, base_tok, V)
         anchor_ids, anchor_vectors = torch.tensor([target_ids[r] for r in keep]), target_matrix[keep]
         temperature, mix_rule = 1.0, "sparsemax"
-    new = [(r, i - V) for r, i in enumerate(target_ids) if i >= V]  # (row in target_matrix, new row)
-    mix = mix_rows(target_matrix[[r for r, _ in new]], anchor_vectors, anchor_ids, embedding.detach(), bias, k,
-                   temperature, mix_rule)
+    new = [(r, i - V) for r, i in enumerate(target_ids) if i >= V] if keep else []  # (vector row, new row)
     rows = torch.empty(n_new, H, dtype=embedding.dtype)  # (N, H)
     entries = torch.empty(n_new, dtype=torch.float64)  # (N,)
     placed = [j for _, j in new]
-    rows[placed], entries[placed] = mix.rows, mix.bias
+    support = torch.zeros(0, dtype=torch.long)  # (n,) anchors with weight, per placed row
+    if new:
+        mix = mix_rows(target_matrix[[r for r, _ in new]], anchor_vectors, anchor_ids, embedding.detach(), bias, k,
+                       temperature, mix_rule)
+        rows[placed], entries[placed] = mix.rows, mix.bias
+        support = (mix.weights > 0).sum(1)
     missing = sorted(set(range(n_new)) - set(placed))
     if missing:  # no static vector: the gaussian rule's draw, in order (pinned by the generator)
         mean, cov = base_statistics(embedding.detach(), V)
         fill_gaussian(rows, missing, mean, gaussian_factor(cov), generator)
         ordinary = bias[FIRST_ORDINARY_ID:].double().mean() if bias is not None else 0.0
         entries[missing] = ordinary
-    support = (mix.weights > 0).sum(1)  # (n,)
     report |= {"anchors": len(anchor_ids), "new_rows_from_vectors": len(placed), "new_rows_gaussian": len(missing),
                "mean_support": float(support.double().mean()) if len(support) else 0.0,
                "rows_at_k": int((support == min(k, len(anchor_ids))).sum())}

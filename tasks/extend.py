@@ -10,7 +10,8 @@ Steps (docs/EXTEND.md walks one Russian word through them):
    sentencepiece model, the target and base-language text (extend.* keys), the settings.
 2. New pieces (data/extend_vocab.py): a unigram model of the target text; the pieces the base
    lacks that leave the base-language text segmented as before; ``extend.new_pieces`` of them.
-3. Grown model (models/extend.py): embeddings + tied decoder + bias get N rows (``extend.init``).
+3. Grown model (models/extend.py): embeddings + tied decoder + bias get N rows (``extend.init``;
+   ``wechsel`` / ``focus`` mix base rows by static piece vectors, models/extend_init.py).
 4. Continual MLM with the MLM task's machinery (tasks/mlm.py: packing, masking, loss, evaluation)
    and core.loop.fit, for ``mlm.pieces_budget`` pieces; optionally first ``extend.new_rows_steps``
    of the steps with only the new rows trainable, and ``extend.base_text_share`` of base text.
@@ -41,7 +42,7 @@ from data.text_sources import drop_overlaps, read_source
 from data.tokenizer import SPM_FILE, XLMRTokenizer
 from tasks.mlm import MLMTask, build_heldout, plan_pieces, save_mini
 
-INIT_CHOICES = ("random", "mean", "gaussian")
+INIT_CHOICES = ("random", "mean", "gaussian", "wechsel", "focus")
 
 
 def gather(cfg, splits_key: str, files_key: str) -> dict[str, list[str]]:
@@ -70,6 +71,11 @@ def check_settings(cfg) -> Path:
     e = cfg.extend
     if e.init not in INIT_CHOICES:
         raise ValueError(f"extend.init must be one of {INIT_CHOICES}, got {e.init!r}")
+    if e.init in ("wechsel", "focus") and not (e.init_k >= 1 and e.init_temperature > 0 and e.init_vector_dim >= 1
+                                               and e.init_vector_epochs >= 1):
+        raise ValueError(f"extend.init={e.init} needs init_k >= 1, init_temperature > 0, init_vector_dim >= 1 and "
+                         f"init_vector_epochs >= 1, got {e.init_k}, {e.init_temperature}, {e.init_vector_dim}, "
+                         f"{e.init_vector_epochs}")
     if not 0 <= e.new_rows_steps < 1:
         raise ValueError(f"extend.new_rows_steps must be in [0, 1), got {e.new_rows_steps}")
     if not 0 <= e.base_text_share < 1:
@@ -194,6 +200,26 @@ def build_tokenizer(cfg, base_tok: XLMRTokenizer, train_text: list[str], base_te
     return tok, report
 
 
+def init_dictionary(cfg, base_text: list[str], target_text: list[str]) -> list[tuple[str, str]]:
+    """(base-language word, target word) pairs for ``extend.init: wechsel``: the files of
+    ``extend.init_dictionary``, or the words spelt the same in both texts when it is empty."""
+    from data.dictionaries import identical_pairs, read_spec
+
+    spec = cfg.extend.init_dictionary
+    if not spec:
+        words = lambda text: list(dict.fromkeys(w for s in text for w in s.split()))  # noqa: E731
+        pairs = identical_pairs(words(base_text), words(target_text))
+    else:
+        try:
+            pairs = read_spec(resolve_root(cfg.data), spec)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"extend.init_dictionary: {err}") from None
+    if not pairs:
+        raise ValueError(f"extend.init_dictionary={spec!r} gives no word pairs"
+                         + ("" if spec else " (no word is spelt the same in the base and target texts)"))
+    return pairs
+
+
 def build_task(cfg) -> ExtendTask:
     from models import load_pretrained, resolve_kernels
     from models.extend import grow_for_tokenizer
@@ -211,6 +237,7 @@ def build_task(cfg) -> ExtendTask:
     base_corpus = gather(cfg, "base_ner_splits", "base_text_files")
     base_text = [s for sentences in base_corpus.values() for s in sentences]
     base_tok = XLMRTokenizer.from_pretrained(base_dir, backend="spm")
+    pairs = init_dictionary(cfg, base_text, train_text) if e.init == "wechsel" and e.extend_vocab else None
     try:
         tok, report = build_tokenizer(cfg, base_tok, train_text, base_text, heldout)
     except ExtensionError as err:
@@ -218,7 +245,17 @@ def build_task(cfg) -> ExtendTask:
     model = load_pretrained(base_dir, task="masked-lm", with_tokenizer=False, mmap=False,
                             kernels=resolve_kernels(cfg.model.kernels, cfg.train.device))[0]
     check_vocab_match(model.config.vocab_size, base_tok, "model.name_or_path", base_dir)
-    grow_for_tokenizer(model, base_tok, tok, init=e.init, generator=torch.Generator().manual_seed(cfg.train.seed))
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    if e.init in ("wechsel", "focus") and e.extend_vocab:
+        from models.extend_init import grow_from_vectors
+
+        report["init_vectors"] = grow_from_vectors(
+            model, base_tok, tok, e.init, train_text, base_text, pairs, e.init_k, e.init_temperature,
+            e.init_vector_dim, e.init_vector_epochs, seed=cfg.train.seed, generator=generator,
+            log=lambda line: print(f"[extend] {e.init} piece vectors: {line}", flush=True))
+        print(f"[extend] {json.dumps(report['init_vectors'])}", flush=True)
+    else:
+        grow_for_tokenizer(model, base_tok, tok, init=e.init, generator=generator)
     model.train()
     pieces = encode_sentences(tok, train_text)
     pieces += sample_base_pieces(tok, base_text, len(pieces), e.base_text_share, cfg.train.seed)

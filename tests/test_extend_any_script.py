@@ -1,0 +1,115 @@
+"""Extension is language-agnostic: a tiny model grown into a made-up language written in Runic, by config
+values alone (configs/extend_xlmr.yaml, its text through extend.text_files), with each init rule that needs
+static vectors; and the init settings' bad inputs."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+import train
+from core.config import load_config
+from data.conll import Sentence
+from models import load_pretrained
+from tasks.ner import write_tiny_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+RUNES = [chr(c) for c in range(0x16A0, 0x16EB)]  # ᚠ .. ᛪ: a script no tokenizer here was trained on
+LATIN = "abdefgiklmnoprstu"
+
+
+def lexicon(alphabet, n: int, rng: random.Random) -> list[str]:
+    words: list[str] = []
+    while len(words) < n:
+        w = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 7)))
+        if w not in words:
+            words.append(w)
+    return words
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A Latin-script base language and a Runic one; word i of one translates word i of the other, and
+    the Runic text is the Latin text translated word for word (so contexts, and vectors, correspond)."""
+    rng = random.Random(0)
+    latin, runic = lexicon(LATIN, 80, rng), lexicon(RUNES, 80, rng)
+    zipf = [1 / (r + 1) for r in range(80)]
+    base_sentences = [[latin[i] for i in rng.choices(range(80), zipf, k=rng.randint(5, 12))] for _ in range(500)]
+    for s in base_sentences:  # numbers and punctuation, kept by the translation: pieces both texts share
+        s.insert(rng.randrange(len(s)), str(rng.choice([1, 2, 3, 12, 20, 1990, 2000])))
+        s.append(rng.choice([".", "!", "?"]))
+    root = tmp_path_factory.mktemp("data")
+    (root / "base.txt").write_text("\n".join(map(" ".join, base_sentences)) + "\n", encoding="utf-8")
+    translated = [[runic[latin.index(w)] if w in latin else w for w in s] for s in base_sentences]
+    (root / "runic.txt").write_text("\n".join(map(" ".join, translated)) + "\n", encoding="utf-8")
+    (root / "dict.txt").write_text("".join(f"{a} {b}\n" for a, b in zip(latin[:40], runic[:40])), encoding="utf-8")
+    (root / "bad_dict.txt").write_text("one two three\n", encoding="utf-8")
+    base = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model",
+                                 [Sentence(s, ["O"] * len(s)) for s in base_sentences], vocab_size=120, seed=0)
+    return root, base, tmp_path_factory.mktemp("runs")
+
+
+def args(setup, name, *extra):
+    root, base, runs = setup
+    return [str(ROOT / "configs" / "extend_xlmr.yaml"), f"data.root={root}", f"model.name_or_path={base}",
+            "extend.text_files=[runic.txt]", "extend.base_ner_splits={}", "extend.base_text_files=[base.txt]",
+            "extend.spm_vocab_size=200", "extend.new_pieces=70", "extend.init_vector_dim=16",
+            "extend.init_vector_epochs=2", "extend.init_k=4", "mlm.seq_length=32", "mlm.heldout_every=10",
+            "mlm.eval_sequences=8", "mlm.pieces_budget=512", "train.batch_size=8", "train.eval_every=2",
+            "train.precision=fp32", f"train.out_dir={runs}/{{name}}", f"train.name={name}", *extra]
+
+
+def test_runic_extension_by_config_alone(setup):
+    root, base, runs = setup
+    assert train.main(args(setup, "runic", "extend.init=focus")) == 0
+    summary = json.loads((runs / "runic" / "extend_summary.json").read_text())
+    base_model, base_tok = load_pretrained(base, task="masked-lm")
+    V = base_tok.vocab_size
+    before, after = summary["heldout_before"], summary["heldout_after"]
+    assert before["unk_word_rate"] > 0.75 and after["unk_word_rate"] < before["unk_word_rate"] / 10  # Runic words were <unk>
+    assert summary["base_text_check"]["changed"] == 0 and summary["vocab_size"] == V + 70
+    assert summary["init_vectors"]["rule"] == "focus" and summary["init_vectors"]["new_rows_from_vectors"] > 0
+    model, tok = load_pretrained(runs / "runic" / "model", task="masked-lm")
+    sentence = (root / "runic.txt").read_text(encoding="utf-8").splitlines()[3]
+    assert tok.encode(sentence).count(tok.unk_id) < base_tok.encode(sentence).count(base_tok.unk_id)
+    hf = transformers.XLMRobertaForMaskedLM.from_pretrained(runs / "runic" / "model").eval()
+    ids = torch.tensor([tok.encode(sentence)])
+    assert ids.max() >= base_tok.vocab_size
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), hf(input_ids=ids).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("rule", ["wechsel", "focus"])
+def test_vector_inits_keep_old_rows(setup, rule):
+    from tasks.extend import build_task
+    base_model, base_tok = load_pretrained(setup[1], task="masked-lm")
+    V = base_tok.vocab_size
+    config = args(setup, f"grow_{rule}", f"extend.init={rule}", "extend.init_dictionary=dict.txt")
+    task = build_task(load_config(config[0], config[1:]))
+    rows, bias = task.grown.encoder.embeddings.word_embeddings.weight, task.grown.lm_head.bias
+    assert torch.equal(rows[:V], base_model.encoder.embeddings.word_embeddings.weight)
+    assert torch.equal(bias[:V], base_model.lm_head.bias) and rows.shape[0] == V + 70
+    report = task.report["init_vectors"]
+    assert report["new_rows_from_vectors"] + report["new_rows_gaussian"] == 70
+    if rule == "wechsel":
+        assert report["dictionary_pairs"] == 40 and report["dictionary_pairs_used"] > 20
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["extend.init=wechsel", "extend.init_dictionary=missing.txt"], "extend.init_dictionary: "),
+    (["extend.init=wechsel", "extend.init_dictionary=bad_dict.txt"], "bad_dict.txt:1"),
+    (["extend.init=wechsel"], "no word is spelt the same"),  # no dictionary, and no shared spelling
+    (["extend.init=focus", "extend.init_k=0"], "init_k >= 1"),
+    (["extend.init=fasttext"], "extend.init must be one of"),
+])
+def test_bad_init_settings_are_one_error_line(setup, capsys, extra, message):
+    root, base, runs = setup
+    assert train.main(args(setup, "bad", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (runs / "bad").exists()
