@@ -47,6 +47,9 @@ def setup(tmp_path_factory):
     (root / "base.txt").write_text("\n".join(map(" ".join, base_sentences)) + "\n", encoding="utf-8")
     translated = [[runic[latin.index(w)] if w in latin else w for w in s] for s in base_sentences]
     (root / "runic.txt").write_text("\n".join(map(" ".join, translated)) + "\n", encoding="utf-8")
+    ogham = lexicon([chr(c) for c in range(0x1681, 0x169B)], 80, rng)  # ᚁ .. ᚚ: a second unseen script
+    (root / "ogham.txt").write_text("\n".join(" ".join(ogham[latin.index(w)] if w in latin else w for w in s)
+                                              for s in base_sentences[:250]) + "\n", encoding="utf-8")
     (root / "dict.txt").write_text("".join(f"{a} {b}\n" for a, b in zip(latin[:40], runic[:40])), encoding="utf-8")
     (root / "bad_dict.txt").write_text("one two three\n", encoding="utf-8")
     base = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "model",
@@ -113,3 +116,19 @@ def test_bad_init_settings_are_one_error_line(setup, capsys, extra, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert not (runs / "bad").exists()
+
+
+def test_two_scripts_in_one_extension(setup):
+    """Two languages in one run by config alone (as configs/mini_extend_ruko.yaml): one unigram model of
+    both texts; the new pieces cover both scripts, more of them for the language with more text."""
+    from tasks.extend import build_task
+    config = args(setup, "two", "extend.text_files=[runic.txt,ogham.txt]", "extend.spm_vocab_size=300",
+                  "extend.new_pieces=120", "extend.init=mean")
+    task = build_task(load_config(config[0], config[1:]))
+    V = task.report["base_vocab_size"]
+    pieces = task.tokenizer.convert_ids_to_tokens(range(V, task.tokenizer.vocab_size))
+    script = lambda p: "runic" if any("\u16a0" <= c <= "\u16ea" for c in p) else "ogham" if any(  # noqa: E731
+        "\u1681" <= c <= "\u169a" for c in p) else "other"
+    counts = {name: sum(script(p) == name for p in pieces) for name in ("runic", "ogham", "other")}
+    assert counts["runic"] > counts["ogham"] > 20 and counts["other"] == 0  # 500 Runic lines, 250 Ogham ones
+    assert task.report["heldout_after"]["unk_word_rate"] < task.report["heldout_before"]["unk_word_rate"] / 5
