@@ -1,5 +1,6 @@
 """EXTEND row 6 (configs/mini_bilingual_deru.yaml): the MLM task reads a text file as the extend task
-does (markup lines dropped, so ``heldout_every`` holds out the same lines), and the config's budget."""
+does (markup lines dropped, so ``heldout_every`` holds out the same lines), and the config's budget;
+the convergence figure (scripts/plot_extend_convergence.py) on synthetic run folders."""
 from __future__ import annotations
 
 import pytest
@@ -54,3 +55,64 @@ def test_bilingual_config_is_the_mini_recipe_on_de_ru_training_text_for_the_mini
         assert getattr(cfg.train, key) == getattr(mini.train, key), key
     plan_pieces(cfg)
     assert cfg.train.max_steps == 5533  # ceil(11,330,000 / (16 x 128))
+
+
+def fake_run(folder, records, batch=16, seq=128, summary=None, phase=None):
+    """A run folder as train.py leaves it: config.yaml, metrics.jsonl (+ extend_summary.json, new_rows/)."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"train:\n  batch_size: {batch}\n  accum_steps: 1\nmlm:\n  seq_length: {seq}\n")
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if summary is not None:
+        (folder / "extend_summary.json").write_text(json.dumps(summary))
+    if phase is not None:
+        (folder / "new_rows").mkdir()
+        (folder / "new_rows" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in phase))
+    return folder
+
+
+def test_convergence_curves_from_run_folders(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import plot_extend_convergence as conv
+
+    train_record = {"step": 50, "loss": 9.0, "lr": 1e-4}
+    extension = fake_run(tmp_path / "ext", [train_record, {"step": 100, "mlm_loss": 5.0, "mlm_acc": 0.2},
+                                            {"step": 200, "mlm_loss": 4.0}],
+                         summary={"before_mlm": {"mlm_loss": 9.5}, "new_rows_steps": 50},
+                         phase=[{"step": 50, "mlm_loss": 7.0}])
+    scratch = fake_run(tmp_path / "scratch", [{"step": 200, "mlm_loss": 8.0}, {"step": 400, "mlm_loss": 6.5}],
+                       batch=4, seq=256)
+    per_step = 16 * 128
+    assert conv.curve(extension) == [(0, 9.5), (50 * per_step, 7.0), (150 * per_step, 5.0), (250 * per_step, 4.0)]
+    assert conv.curve(scratch) == [(200 * 1024, 8.0), (400 * 1024, 6.5)]
+    out = tmp_path / "img" / "conv.png"
+    assert conv.main(["--curve", f"mean init={extension}", "--curve", f"a=b={scratch}", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| mean init | 9.500 | 4.000 | 4.000 | 512,000 |" in printed and "| a=b | 8.000 | 6.500 |" in printed
+    assert out.read_bytes().startswith(b"\x89PNG") and not list(out.parent.glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d.mkdir(), "config.yaml: missing"),
+    (lambda d: fake_run(d, []), "metrics.jsonl: no record with mlm_loss"),
+    (lambda d: (fake_run(d, [{"step": 1, "mlm_loss": 2.0}]) / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "ml'),
+     "metrics.jsonl:2: not a JSON record"),
+])
+def test_convergence_bad_run_folder_is_one_error_line(tmp_path, capsys, make, message):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import plot_extend_convergence as conv
+
+    make(tmp_path / "run")
+    out = tmp_path / "conv.png"
+    assert conv.main(["--curve", f"x={tmp_path / 'run'}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert conv.main(["--curve", "no label", "--out", str(out)]) == 2
