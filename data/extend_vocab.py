@@ -18,10 +18,13 @@ vocabulary is a sentencepiece unigram model, so the new pieces also need scores)
    Cyrillic names in German text) may change: reading them is the point of the extension.
 4. Selection of ``new_pieces`` survivors: ``score`` (highest log-probability first) or ``used``
    (the pieces the merged model uses on ``usage_text``, most used first; a piece it never uses
-   cannot lower pieces per word). Too few survivors is an error naming the key.
+   cannot lower pieces per word). Too few survivors is an error naming the key. The report counts
+   the chosen pieces per Unicode script: with the text of several languages in one target model,
+   that is what each language got.
 """
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -139,8 +142,18 @@ def extend_tokenizer(base: XLMRTokenizer, target: XLMRTokenizer, new_pieces: int
     chosen = sorted(chosen, key=lambda p: -p[1])  # id order: most probable first
     report = {"target_pieces": target.sp.get_piece_size(), "candidates": len(candidates),
               "dropped_for_base_text": len(dropped), "dropped_examples": dropped[:20],
-              "base_words_checked": checked, "new_pieces": len(chosen), "select": select}
+              "base_words_checked": checked, "new_pieces": len(chosen), "select": select,
+              "new_pieces_by_script": dict(Counter(piece_script(p) for p, _ in chosen).most_common())}
     return Extension(base.add_pieces(chosen), chosen, report)
+
+
+def piece_script(piece: str) -> str:
+    """The Unicode script of a piece's first letter, as the first word of its character name
+    (``CYRILLIC``, ``HANGUL``, ``LATIN``, ``RUNIC``...), or ``other`` for a piece without a letter."""
+    for ch in piece:
+        if ch.isalpha():
+            return unicodedata.name(ch, "other other").split()[0]
+    return "other"
 
 
 def segmentation_stats(tokenizer: XLMRTokenizer, sentences: list[str]) -> dict:

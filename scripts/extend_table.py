@@ -5,7 +5,8 @@
 
 Rows: the mini as it is; + continual MLM without extension (control); EXTEND random; EXTEND mean;
 EXTEND random with the frozen-encoder BiLSTM-CRF head; the bilingual de+ru mini pretrained from
-scratch (B-BERT). Each with its MLM run (runs/mini_extend_ru_<row>/extend_summary.json: held-out ru
+scratch (B-BERT); EXTEND with the wechsel and focus inits; EXTEND with Russian and Korean pieces in
+one run (configs/mini_extend_ruko.yaml, runs/mini_extend_ruko). Each with its MLM run (runs/mini_extend_ru_<row>/extend_summary.json: held-out ru
 <unk> rate, pieces per word, MLM loss) and its NER runs (zero-shot de -> ru and de:
 runs/mini_extend_zs_<row>; supervised ru: runs/mini_extend_sup_<row>; row 1's zero-shot is the
 baseline mini_zeroshot_de_s42/_s1/_s2). Seed 42 is the run without a suffix, seeds 1 and 2 add
@@ -13,7 +14,8 @@ baseline mini_zeroshot_de_s42/_s1/_s2). Seed 42 is the run without a suffix, see
 the per-seed values follow the table. Row 6's segmentation columns are measured here with its own
 tokenizer on the extension's held-out Russian lines (configs/mini_extend_ru.yaml's text and
 ``mlm.heldout_every``); its MLM loss is on its own tokenizer and held-out de+ru text, so it compares
-with no other row. A missing run prints as "-".
+with no other row. Row 9's segmentation is measured the same way; its MLM loss is on held-out
+ru+ko text. A missing run prints as "-".
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 SEEDS = (("42", ""), ("1", "_s1"), ("2", "_s2"))  # seed, run-name suffix
 BILINGUAL = "mini_bilingual_deru"
+TWO_LANGUAGES = "mini_extend_ruko"
 # label, MLM run, zero-shot run (seed 42 name), supervised run (seed 42 name)
 ROWS = [("1. mini as it is", "", "mini_zeroshot_de_s42", "mini_extend_sup_base"),
         ("2. + continual MLM, no extension (control)", "mini_extend_ru_control", "mini_extend_zs_control",
@@ -36,7 +39,10 @@ ROWS = [("1. mini as it is", "", "mini_zeroshot_de_s42", "mini_extend_sup_base")
         ("5. EXTEND random, frozen encoder + BiLSTM-CRF", "mini_extend_ru_random", "mini_extend_zs_random_bilstm",
          "mini_extend_sup_random_bilstm"),
         ("6. bilingual de+ru mini from scratch (B-BERT)", BILINGUAL, "mini_extend_zs_bilingual",
-         "mini_extend_sup_bilingual")]
+         "mini_extend_sup_bilingual"),
+        ("7. EXTEND, wechsel init", "mini_extend_ru_wechsel", "mini_extend_zs_wechsel", "mini_extend_sup_wechsel"),
+        ("8. EXTEND, focus init", "mini_extend_ru_focus", "mini_extend_zs_focus", "mini_extend_sup_focus"),
+        ("9. EXTEND ru+ko in one run, mean init", TWO_LANGUAGES, "mini_extend_zs_ruko", "mini_extend_sup_ruko")]
 
 
 def load(path: Path) -> dict | None:
@@ -66,9 +72,9 @@ def cell(scores: dict[str, float]) -> str:
     return f"{sum(scores.values()) / len(scores):.1f} ({len(scores)})"
 
 
-def bilingual_segmentation(runs: Path) -> dict | None:
-    """Row 6's tokenizer on the extension's held-out Russian lines (the same lines as rows 1-4)."""
-    model_dir = runs / BILINGUAL / "model"
+def bilingual_segmentation(runs: Path, name: str = BILINGUAL) -> dict | None:
+    """Run ``name``'s tokenizer (row 6, row 9) on the extension's held-out Russian lines (those of rows 1-4)."""
+    model_dir = runs / name / "model"
     if not (model_dir / "sentencepiece.bpe.model").is_file():
         return None
     from core.config import load_config
@@ -97,6 +103,10 @@ def main() -> int:
             seg = bilingual_segmentation(runs)
             summary = load(runs / BILINGUAL / "mlm_summary.json")
             loss = f"({summary['heldout_mlm_loss']:.2f})" if summary else "-"
+        elif mlm == TWO_LANGUAGES:
+            seg = bilingual_segmentation(runs, TWO_LANGUAGES)
+            summary = load(runs / TWO_LANGUAGES / "extend_summary.json")
+            loss = f"({summary['heldout_mlm_loss']:.2f})" if summary else "-"
         elif mlm:
             summary = load(runs / mlm / "extend_summary.json")
             if summary:
@@ -113,7 +123,7 @@ def main() -> int:
                 spread = f"; range {max(scores.values()) - min(scores.values()):.1f}" if len(scores) > 1 else ""
                 details.append(f"- row {label.split('.')[0]} {column}: {values}{spread}")
     print("\nF1 cells: mean over the fine-tuning seeds present (their count). Row 6's MLM loss (in brackets) is "
-          "on its own tokenizer and held-out de+ru text.\n\nPer seed:")
+          "on its own tokenizer and held-out de+ru text, row 9's on held-out ru+ko text.\n\nPer seed:")
     print("\n".join(details))
     return 0
 

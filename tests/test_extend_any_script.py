@@ -127,8 +127,9 @@ def test_two_scripts_in_one_extension(setup):
     task = build_task(load_config(config[0], config[1:]))
     V = task.report["base_vocab_size"]
     pieces = task.tokenizer.convert_ids_to_tokens(range(V, task.tokenizer.vocab_size))
-    script = lambda p: "runic" if any("\u16a0" <= c <= "\u16ea" for c in p) else "ogham" if any(  # noqa: E731
-        "\u1681" <= c <= "\u169a" for c in p) else "other"
-    counts = {name: sum(script(p) == name for p in pieces) for name in ("runic", "ogham", "other")}
-    assert counts["runic"] > counts["ogham"] > 20 and counts["other"] == 0  # 500 Runic lines, 250 Ogham ones
+    by_hand = {name: sum(any(lo <= c <= hi for c in p) for p in pieces)
+               for name, lo, hi in (("RUNIC", "\u16a0", "\u16ea"), ("OGHAM", "\u1681", "\u169a"))}
+    counts = task.report["pieces"]["new_pieces_by_script"]  # what each language got
+    assert counts == by_hand and sum(counts.values()) == 120
+    assert counts["RUNIC"] > counts["OGHAM"] > 20  # 500 Runic lines, 250 Ogham ones
     assert task.report["heldout_after"]["unk_word_rate"] < task.report["heldout_before"]["unk_word_rate"] / 5
