@@ -4,6 +4,7 @@
     forward = aligner.align(src_sents, tgt_sents)         # [set of (i, j)]: each target word <= 1 source
     links = symmetrize(src_sents, tgt_sents, "intersect") # both directions, then intersection / grow-diag-final
     aer(links, gold_sure, gold_possible)
+    align_corpus(src_sents, tgt_sents, progress=progress_printer("[align] en-de", 5))  # a line every 30 s
 
 Legend: S sentence pairs, n source length, m target length, C cells (one per target word and candidate
 source position, NULL included: sum over pairs of m * (n + 1)), P distinct (source word, target word) pairs.
@@ -18,12 +19,24 @@ of lambda += 20 (E_post[h] - E_prior[h]) after every iteration from the second, 
 Like fast_align, the first iteration has uniform t (its table is uninitialised: 1e-9 everywhere), so it
 sees the prior only; the last iteration is the Viterbi pass. One deviation: fast_align's posterior
 feature uses the target index j - 1 (a known off-by-one); we use j on both sides.
+
+Progress: fit() and align() take an optional ``progress(iteration, phase)`` callable, called after each
+phase of the work on the whole corpus (there is no loop over sentences to count): "cells" (the corpus laid
+out) and "e-step" in iteration 1, "e-step" and "tension step k/8" in each EM iteration, "viterbi" in the
+last iteration (align()). align_both and align_corpus take ``progress(direction, iteration, phase)``,
+direction "forward" (source generates target) or "reverse"; progress_printer turns it into a line at most
+every 30 s. The callable only observes: the results are the same with and without it.
 """
 from __future__ import annotations
+
+import functools
+import time
+from typing import Callable
 
 import torch
 
 Link = tuple[int, int]
+Progress = Callable[[int, str], None]  # (1-based iteration, phase) of one direction
 
 
 class Vocab:
@@ -109,9 +122,11 @@ class FastAlign:
         return float((real_mass * cells["feature"]).sum()) / (int(cells["token"][-1]) + 1)
 
     # ---- EM ----------------------------------------------------------------------------------
-    def fit(self, src: list[list[str]], tgt: list[list[str]]) -> "FastAlign":
+    def fit(self, src: list[list[str]], tgt: list[list[str]], progress: Progress | None = None) -> "FastAlign":
         """EM over the corpus (source generates target). Keeps the table for align()."""
+        report = progress or (lambda iteration, phase: None)
         cells = build_cells(self.src_vocab.encode(src), self.tgt_vocab.encode(tgt))
+        report(1, "cells")
         key = cells["e"] * len(self.tgt_vocab) + cells["f"]  # (C,)
         keys, pair = torch.unique(key, return_inverse=True)  # (P,), (C,)
         pair_e = torch.div(keys, len(self.tgt_vocab), rounding_mode="floor")  # (P,)
@@ -124,11 +139,13 @@ class FastAlign:
             post = prob / total[cells["token"]]  # (C,)
             self.log_likelihood.append(float(total.log().sum()))
             counts = segment_sum(post, pair, len(keys))  # (P,)
+            report(it + 1, "e-step")
             if self.optimize_tension and it > 0:
                 empirical = float((post * cells["feature"]).sum()) / tokens
-                for _ in range(8):
+                for step in range(8):
                     tension += (empirical - self.expected_prior_feature(cells, tension)) * 20.0
                     tension = min(max(tension, 0.1), 14.0)
+                    report(it + 1, f"tension step {step + 1}/8")
             t = self.normalise(counts, pair_e)
         self.tension = tension
         self.keys, self.t = keys, t
@@ -143,7 +160,7 @@ class FastAlign:
         return torch.exp(torch.digamma(counts + self.alpha) - torch.digamma(total[pair_e]))
 
     # ---- Viterbi -----------------------------------------------------------------------------
-    def align(self, src: list[list[str]], tgt: list[list[str]]) -> list[set[Link]]:
+    def align(self, src: list[list[str]], tgt: list[list[str]], progress: Progress | None = None) -> list[set[Link]]:
         """Best source position per target word (NULL = unaligned); links (i, j) 0-based."""
         cells = build_cells(self.src_vocab.encode(src, grow=False), self.tgt_vocab.encode(tgt, grow=False))
         key = cells["e"] * len(self.tgt_vocab) + cells["f"]  # (C,)
@@ -160,14 +177,39 @@ class FastAlign:
         for s, i, j in zip(cells["sent"].tolist(), pos.tolist(), tpos.tolist()):
             if i > 0:
                 links[s].add((i - 1, j - 1))
+        if progress is not None:
+            progress(self.iterations, "viterbi")
         return links
 
 
-def align_both(src, tgt, **options) -> tuple[list[set[Link]], list[set[Link]]]:
-    """(forward, reverse) Viterbi links, both as (source i, target j); each direction is its own model."""
-    forward = FastAlign(**options).fit(src, tgt).align(src, tgt)
-    backward = FastAlign(**options).fit(tgt, src).align(tgt, src)
+def align_both(src, tgt, progress: Callable[[str, int, str], None] | None = None,
+               **options) -> tuple[list[set[Link]], list[set[Link]]]:
+    """(forward, reverse) Viterbi links, both as (source i, target j); each direction is its own model.
+    progress(direction, iteration, phase), if given, is called after each phase (module docstring)."""
+    def fit_align(direction, src, tgt):
+        report = functools.partial(progress, direction) if progress is not None else None
+        return FastAlign(**options).fit(src, tgt, report).align(src, tgt, report)
+
+    forward = fit_align("forward", src, tgt)
+    backward = fit_align("reverse", tgt, src)
     return forward, [{(i, j) for j, i in links} for links in backward]
+
+
+def progress_printer(prefix: str, iterations: int, every: float = 30.0,
+                     print_fn: Callable[[str], None] = functools.partial(print, flush=True),
+                     clock: Callable[[], float] = time.monotonic) -> Callable[[str, int, str], None]:
+    """A progress(direction, iteration, phase) for align_both / align_corpus that prints a line when at least
+    ``every`` seconds have passed since the last one (or since it was made): a long run shows where it is,
+    a short one stays quiet."""
+    started = last = clock()
+
+    def progress(direction: str, iteration: int, phase: str) -> None:
+        nonlocal last
+        now = clock()
+        if now - last >= every:
+            last = now
+            print_fn(f"{prefix} {direction} iteration {iteration}/{iterations}: {phase} ({now - started:.0f} s)")
+    return progress
 
 
 # ---- symmetrisation and filters ---------------------------------------------------------------
@@ -247,11 +289,13 @@ def similarity_align(similarity: torch.Tensor) -> set[Link]:
 
 
 def align_corpus(src: list[list[str]], tgt: list[list[str]], method: str = "intersect", iterations: int = 5,
-                 lowercase: bool = True, keep_one_to_one: bool = True) -> list[set[Link]]:
-    """The paper's recipe in one call: both directions, symmetrised, 1-to-1 links kept (lower-cased words)."""
+                 lowercase: bool = True, keep_one_to_one: bool = True,
+                 progress: Callable[[str, int, str], None] | None = None) -> list[set[Link]]:
+    """The paper's recipe in one call: both directions, symmetrised, 1-to-1 links kept (lower-cased words).
+    progress(direction, iteration, phase) as in align_both, e.g. progress_printer(...)."""
     if lowercase:
         src = [[w.lower() for w in s] for s in src]
         tgt = [[w.lower() for w in t] for t in tgt]
-    forward, reverse = align_both(src, tgt, iterations=iterations)
+    forward, reverse = align_both(src, tgt, progress, iterations=iterations)
     links = symmetrize(forward, reverse, method)
     return [one_to_one(l) for l in links] if keep_one_to_one else links

@@ -35,7 +35,7 @@ from core.paths import data_root
 from data.parallel import ParallelCorpus, read_parallel, read_pharaoh
 from models.align_loss import KINDS, alignment_loss
 from models.retrieval import POOLINGS, aligned_pairs, layer_states, retrieval_accuracy, word_vectors
-from models.word_align import align_corpus
+from models.word_align import align_corpus, progress_printer
 
 
 def encode_side(tokenizer, sentences: list[list[str]], max_pieces: int) -> list[tuple[list[int], list[int]]]:
@@ -239,7 +239,8 @@ def word_links(corpus: ParallelCorpus, a, cache: Path | None) -> list[set]:
     started = time.monotonic()
     print(f"[align] {corpus.name}: word-aligning {len(corpus):,} pairs ({a.aligner_iterations} EM iterations "
           f"each direction, {a.symmetrize})...", flush=True)
-    links = align_corpus(corpus.src, corpus.tgt, a.symmetrize, a.aligner_iterations)
+    links = align_corpus(corpus.src, corpus.tgt, a.symmetrize, a.aligner_iterations,
+                         progress=progress_printer(f"[align] {corpus.name}:", a.aligner_iterations))
     print(f"[align] {corpus.name}: {sum(map(len, links)):,} links in {time.monotonic() - started:.0f} s", flush=True)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.word_align import (FastAlign, aer, align_both, build_cells, grow_diag_final, one_to_one,
-                               similarity_align, symmetrize)
+                               progress_printer, similarity_align, symmetrize)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -193,3 +193,33 @@ def test_similarity_align_is_the_mutual_argmax():
                         [0.8, 0.7, 0.2],   # row best 0, but column 0 prefers row 0: not mutual
                         [0.0, 0.3, 0.6]])
     assert similarity_align(sim) == {(0, 0), (2, 2)}
+
+
+def test_progress_reports_each_phase_in_order_and_changes_nothing():
+    # every EM iteration of both directions is reported, iterations never go back within a direction,
+    # and the links, table and tension are the same as without the callable
+    src, tgt = shuffled_lexicon(24)
+    events = []
+    forward, reverse = align_both(src, tgt, lambda *event: events.append(event), iterations=4)
+    assert (forward, reverse) == align_both(src, tgt, iterations=4)
+    for direction in ("forward", "reverse"):
+        seen = [(it, phase) for d, it, phase in events if d == direction]
+        iterations = [it for it, _ in seen]
+        assert iterations == sorted(iterations) and sorted(set(iterations)) == [1, 2, 3, 4]
+        assert seen[0] == (1, "cells") and seen[-1] == (4, "viterbi")
+        assert (3, "tension step 8/8") in seen
+    assert [d for d, _, _ in events] == ["forward"] * (len(events) // 2) + ["reverse"] * (len(events) // 2)
+    quiet, told = FastAlign(iterations=4).fit(src, tgt), FastAlign(iterations=4).fit(src, tgt, lambda *e: None)
+    assert torch.equal(quiet.t, told.t) and quiet.tension == told.tension
+    assert quiet.log_likelihood == told.log_likelihood
+
+
+def test_progress_printer_prints_at_most_once_per_interval():
+    now = [0.0]
+    lines = []
+    progress = progress_printer("[align] en-de:", 5, every=30.0, print_fn=lines.append, clock=lambda: now[0])
+    for t, phase in ((10.0, "e-step"), (31.0, "tension step 1/8"), (40.0, "tension step 2/8"), (61.0, "e-step")):
+        now[0] = t
+        progress("forward", 2, phase)
+    assert lines == ["[align] en-de: forward iteration 2/5: tension step 1/8 (31 s)",
+                     "[align] en-de: forward iteration 2/5: e-step (61 s)"]
