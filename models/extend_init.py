@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from data.word_vectors import center_and_normalize, train_sgns
-from models.csls import normalize
+from models.csls import chunk_rows, normalize
 from models.extend import (FIRST_ORDINARY_ID, _lm_heads, base_statistics, fill_gaussian, gaussian_factor,
                            grow_vocabulary, word_embeddings)
 from models.mapping import procrustes
@@ -73,16 +73,18 @@ class Mix:
 @torch.no_grad()
 def mix_rows(new_vectors: torch.Tensor, anchor_vectors: torch.Tensor, anchor_ids: torch.Tensor,
              weight: torch.Tensor, bias: torch.Tensor | None, k: int = 10, temperature: float = 0.1,
-             rule: str = "softmax", chunk: int = 1024) -> Mix:
+             rule: str = "softmax", chunk: int = 0, memory_mb: float = 256) -> Mix:
     """Rows for new vectors (N, d) as the ``rule`` ("softmax" of cos / temperature, or "sparsemax" of
     cos / temperature) weighted mix of the base rows ``weight[anchor_ids]`` of the k anchors (A, d)
-    with the highest cosine; the bias the same mix of ``bias`` (V,) (0 when None)."""
+    with the highest cosine; the bias the same mix of ``bias`` (V,) (0 when None). ``chunk`` new rows
+    at a time (0: as many as keep a (C, A) block of cosines within ``memory_mb``)."""
     if rule not in ("softmax", "sparsemax"):
         raise ValueError(f"rule must be softmax or sparsemax, got {rule!r}")
     if temperature <= 0 or k < 1 or len(anchor_ids) == 0:
         raise ValueError(f"need temperature > 0, k >= 1 and anchors (got {temperature}, {k}, {len(anchor_ids)})")
     k = min(k, len(anchor_ids))
     t, s = normalize(new_vectors.float()), normalize(anchor_vectors.float())  # (N, d), (A, d)
+    chunk = chunk or chunk_rows(len(s), memory_mb, copies=2)
     rows, biases, weights, anchors = [], [], [], []
     for lo in range(0, len(t), chunk):
         top = (t[lo:lo + chunk] @ s.T).topk(k, dim=1)  # (C, k) values and indices into the anchors
