@@ -24,7 +24,8 @@ Initialisations (``init``):
   mean and covariance of the base rows, and the bias is the mean base bias -- a zero bias among
   negative ones would give a new piece outsized MLM probability from the first step.
 - ``gaussian``: every row from that Gaussian, bias the mean base bias.
-- ``rows``: ``init_rows`` (N, H) as given; bias ``init_bias`` (N,) or the mean base bias.
+- ``rows``: ``init_rows`` (N, H) as given; bias ``init_bias`` (N,) or the mean base bias (the
+  ``wechsel`` and ``focus`` rules of models/extend_init.py come in this way).
 """
 from __future__ import annotations
 
