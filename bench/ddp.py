@@ -45,6 +45,7 @@ def worker(args) -> None:
     from core.precision import autocast_context, build_grad_scaler
     from core.train_state import TrainState
     from models.encoder import XLMRConfig
+    from models.encoder_fast import use_kernels
     from models.heads import XLMRForTokenClassification
 
     torch.set_num_threads(1)
@@ -53,6 +54,7 @@ def worker(args) -> None:
     size = SIZES[args.size] | dict(max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
     torch.manual_seed(0)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     model = XLMRForTokenClassification(XLMRConfig.from_hf_dict(dict(size, initializer_range=0.02)), NUM_LABELS)
+    use_kernels(model, "fast", announce=False)  # as a training run on the CPU
     model.init_weights()
     model.train()
     train_cfg = load_config(None, ["train.lr=5e-5", "train.weight_decay=0.01"]).train
