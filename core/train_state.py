@@ -1,11 +1,14 @@
 """The training state as one object: what the loop advances and what last.pt saves and restores.
 
-    state = TrainState(model, optimizer, scheduler, scaler)      # step 0, epoch 0, no best metric yet
+    state = build_train_state(model, cfg.train, total_steps)     # step 0, epoch 0, no best metric yet
     for batch in task.train_batches(epoch=0):                    # core.loop.train_step: one optimizer step
         loss_sum, grad_norm = train_step(state, task, [batch])   # state.step += 1, state.batch_in_epoch += 1
     state.save(run_dir / "last.pt", config=cfg)                  # every rank calls it; rank 0 writes
     state.restore(load_train_state(run_dir / "last.pt"))         # into the live objects, RNG included
 
+``build_train_state`` makes the optimizer (``core.optim.build_optimizer``), the schedule over
+``total_steps`` (``build_scheduler``) and the scaler (``core.precision.build_grad_scaler``, enabled
+for fp16 only) in one call; ``TrainState(model, optimizer, scheduler, scaler)`` takes hand-made ones.
 ``core.loop.fit`` is this loop with everything a run needs around it (accumulation, precision,
 evaluation, logging, DDP, resume); ``tests/test_loop.py`` checks that the few lines above give
 fit's weights.
@@ -31,12 +34,16 @@ from torch import nn
 
 from core.checkpoint import atomic_save, check_finite, rng_state, set_rng_state
 from core.distributed import all_gather, barrier, unwrap
+from core.optim import build_optimizer, build_scheduler
+from core.precision import build_grad_scaler, resolve_precision
 
 
 @dataclass
 class TrainState:
     """Everything a run changes as it trains. ``model`` is the plain module (the loop wraps it in
-    DDP for the forward); ``best`` is the best dev metric so far (None before the first evaluation)."""
+    DDP for the forward); ``best`` is the best dev metric so far (None before the first evaluation).
+    ``build_train_state(model, train_cfg, total_steps, device, precision)`` builds one at step 0 with
+    the run's optimizer, schedule and scaler."""
     model: nn.Module
     optimizer: torch.optim.Optimizer | None = None
     scheduler: Any = None  # a torch.optim.lr_scheduler.LRScheduler
@@ -83,3 +90,15 @@ class TrainState:
         self.best = saved.get("best_metric")
         rngs = saved.get("extra", {}).get("rng_per_rank")
         set_rng_state(rngs[rank] if rngs and rank < len(rngs) else saved["rng"])
+
+
+def build_train_state(model: nn.Module, train_cfg, total_steps: int, device: torch.device | str = "cpu",
+                      precision: str = "fp32", sparse_embeddings: bool = True) -> TrainState:
+    """A TrainState at step 0: the optimizer of ``train_cfg`` (a ``core.config.TrainConfig``) over
+    ``model``'s parameters, its schedule over ``total_steps`` optimizer steps, and a GradScaler for
+    ``precision`` on ``device`` (resolved first: ``auto`` picks as the loop does; enabled for fp16
+    only). ``sparse_embeddings=False`` keeps lazy embeddings' gradients dense (DDP)."""
+    optimizer = build_optimizer(model, train_cfg, sparse_embeddings=sparse_embeddings)
+    scheduler = build_scheduler(optimizer, train_cfg, total_steps)
+    scaler = build_grad_scaler(device, resolve_precision(precision, device))
+    return TrainState(model, optimizer, scheduler, scaler)

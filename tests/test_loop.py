@@ -131,17 +131,14 @@ def test_batch8_equals_batch2_accum4(tmp_path, lazy):
 def test_a_hand_written_loop_over_train_state_equals_fit(tmp_path):
     """The TrainState API as a reader would use it (core/train_state.py's docstring) gives fit's weights."""
     from core.loop import seed_everything, train_step
-    from core.optim import build_optimizer, build_scheduler
-    from core.precision import build_grad_scaler
-    from core.train_state import TrainState
+    from core.train_state import TrainState, build_train_state
 
     cfg = toy_config(tmp_path, "train.batch_size=4", "train.max_steps=5", "train.lazy_embedding_decay=false")
     task = ToyTask(cfg, dropout=0.2)
     expected = final_weights(fit(cfg, task, tmp_path / "fit"))
     seed_everything(cfg.train.seed)
     model = task.build_model()
-    optimizer = build_optimizer(model, cfg.train)
-    state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.train, 5), build_grad_scaler("cpu", "fp32"))
+    state = build_train_state(model, cfg.train, total_steps=5)  # fp32 on the CPU, as fit runs here
     seed_everything(cfg.train.seed + 0)  # as fit does after building: dropout's stream is seed + rank
     model.train()
     for batch in list(task.train_batches(epoch=0))[:5]:

@@ -27,9 +27,8 @@ from torch import nn
 
 from core.config import TrainConfig
 from core.loop import train_step
-from core.optim import build_optimizer, build_scheduler, clip_grad_norm
-from core.precision import build_grad_scaler
-from core.train_state import TrainState
+from core.optim import build_scheduler, clip_grad_norm
+from core.train_state import TrainState, build_train_state
 from data.labels import IGNORE_INDEX
 
 V, H, K = 12_000, 8, 5
@@ -80,10 +79,7 @@ cfg = TrainConfig(lr=0.05, weight_decay=0.01, clip_grad_norm=1.0, warmup_ratio=0
 def fresh_state(dropout: float = 0.0, seed: int = 0) -> TrainState:
     """Model, optimizer, schedule and scaler at step 0, the model seeded."""
     torch.manual_seed(seed)
-    model = Tagger(dropout)
-    optimizer = build_optimizer(model, cfg)
-    return TrainState(model, optimizer, build_scheduler(optimizer, cfg, total_steps=100),
-                      build_grad_scaler("cpu", "fp32"))
+    return build_train_state(Tagger(dropout), cfg, total_steps=100)  # fp32 on the CPU: the scaler is off
 
 
 state = fresh_state()
