@@ -55,7 +55,7 @@ class ModelConfig:
     # reference = the hand-written modules as written (models/encoder.py, models/crf.py); fast = their fast
     # paths beside them (models/encoder_fast.py: packing, oneDNN fp32 linear, fast dropout, manual attention
     # while training with dropout or in bf16, on the CPU; models/crf_fast.py), the same numbers; auto = the
-    # encoder's fast paths when train.device resolves to the CPU, the CRF's always; the run log names the encoder's.
+    # fast paths when train.device resolves to the CPU, else the reference, NER's CRF head too; the log names the encoder's.
     kernels: Literal["reference", "fast", "auto"] = "auto"
     from_scratch: bool = False  # random init with the checkpoint's config.json
     tiny_random: bool = False  # smoke runs: if name_or_path holds no checkpoint, write a tiny random one there
