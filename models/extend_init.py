@@ -109,6 +109,9 @@ def piece_vectors(tokenizer, sentences: list[str], dim: int = 100, epochs: int =
     of frequent pieces; 0 keeps all, which a small text needs)."""
     corpus = [[str(i) for i in ids] for ids in tokenizer.encode_batch(sentences)]
     vectors = train_sgns(corpus, dim=dim, epochs=epochs, min_count=min_count, seed=seed, sample=sample, log=log)
+    if not torch.isfinite(vectors.matrix).all():  # batched updates of a piece frequent within one batch
+        raise ValueError(f"the skip-gram piece vectors of {len(sentences)} sentences came out non-finite: "
+                         "give more text (or keep the subsampling of frequent pieces on)")
     return [int(w) for w in vectors.words], center_and_normalize(vectors.matrix)
 
 

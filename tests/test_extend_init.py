@@ -166,3 +166,51 @@ def test_rules_and_arguments_checked(tokenizers):
     with pytest.raises(ValueError, match="wechsel needs"):
         grow_from_vectors(tiny_model(base_tok.vocab_size), base_tok, grown, "wechsel", CYRILLIC * 4, dim=4, epochs=1,
                           min_count=1, log=lambda _: None)
+
+
+def test_wechsel_maps_a_translated_language_onto_the_right_base_pieces():
+    """End to end on a made-up pair: a Runic language that is the Latin one translated word for word
+    (six word classes with their own positions). Vectors from each side's text, Procrustes on half the
+    vocabulary: each new Runic whole-word piece's nearest base piece belongs to its translation's class."""
+    import random
+
+    from data.extend_vocab import extend_tokenizer, train_target_model
+    from models.extend_init import anchor_rows, piece_vectors
+
+    rng = random.Random(0)
+
+    def lexicon(alphabet, n=60):
+        words: list[str] = []
+        while len(words) < n:
+            w = "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 7)))
+            if w not in words:
+                words.append(w)
+        return words
+
+    latin, runic = lexicon("abdefgiklmnoprstu"), lexicon([chr(c) for c in range(0x16A0, 0x16B1)])
+    classes = [list(range(c, 60, 6)) for c in range(6)]
+    orders = [[0, 1, 2, 3], [0, 1, 4, 5], [2, 3, 0, 1, 5], [4, 5, 2, 3]]
+    sentences = [[rng.choice(classes[c]) for c in rng.choice(orders)] for _ in range(3000)]
+    base_text = [" ".join(latin[i] for i in s) for s in sentences[:1500]]
+    target_text = [" ".join(runic[i] for i in s) for s in sentences[1500:]]  # other sentences, same grammar
+    base = XLMRTokenizer.train(base_text, 100, None, num_threads=1)
+    grown = extend_tokenizer(base, train_target_model(target_text, 150, num_threads=1), 60, base_text).tokenizer
+    quiet = dict(dim=16, epochs=30, min_count=1, sample=1e-3, log=lambda _: None)
+    base_ids, base_vecs = piece_vectors(base, base_text, **quiet)
+    target_ids, target_vecs = piece_vectors(grown, target_text, **quiet)
+    w, used = dictionary_map(base, grown, (base_ids, base_vecs), (target_ids, target_vecs),
+                             [(latin[i], runic[i]) for i in range(0, 60, 2)])
+    V = base.vocab_size
+    keep = anchor_rows(base_ids, base, V)
+    anchors = torch.tensor([base_ids[r] for r in keep])
+    right = total = 0
+    for r, i in enumerate(target_ids):
+        piece = grown.id_to_token(i)
+        if i >= V and piece.startswith("▁") and piece[1:] in runic:  # a new piece that is a whole Runic word
+            word = runic.index(piece[1:])
+            pieces_of_class = {p for j in classes[word % 6] for p in base.encode(latin[j], add_special_tokens=False)}
+            top = mix_rows(target_vecs[r:r + 1] @ w, base_vecs[keep], anchors, torch.eye(V), None, k=1).anchors
+            total += 1
+            right += int(top[0, 0]) in pieces_of_class
+    assert used == 30 and total >= 15
+    assert right >= 0.9 * total  # chance: about 1 in 9 anchors is a piece of a given class
