@@ -254,7 +254,7 @@ def build_task(cfg) -> ExtendTask:
             e.init_vector_dim, e.init_vector_epochs, seed=cfg.train.seed, generator=generator,
             log=lambda line: print(f"[extend] {e.init} piece vectors: {line}", flush=True))
         print(f"[extend] {json.dumps(report['init_vectors'])}", flush=True)
-    else:
+    elif e.init not in ("wechsel", "focus"):  # the control with a vector rule: no new rows to initialise
         grow_for_tokenizer(model, base_tok, tok, init=e.init, generator=generator)
     model.train()
     pieces = encode_sentences(tok, train_text)

@@ -103,6 +103,16 @@ def test_vector_inits_keep_old_rows(setup, rule):
         assert report["dictionary_pairs"] == 40 and report["dictionary_pairs_used"] > 20
 
 
+def test_control_with_a_vector_rule_grows_nothing(setup):
+    from tasks.extend import build_task
+    base_model, base_tok = load_pretrained(setup[1], task="masked-lm")
+    config = args(setup, "control", "extend.init=wechsel", "extend.extend_vocab=false")
+    task = build_task(load_config(config[0], config[1:]))
+    assert task.tokenizer.vocab_size == base_tok.vocab_size and "init_vectors" not in task.report
+    assert torch.equal(task.grown.encoder.embeddings.word_embeddings.weight,
+                       base_model.encoder.embeddings.word_embeddings.weight)
+
+
 @pytest.mark.parametrize("extra, message", [
     (["extend.init=wechsel", "extend.init_dictionary=missing.txt"], "extend.init_dictionary: "),
     (["extend.init=wechsel", "extend.init_dictionary=bad_dict.txt"], "bad_dict.txt:1"),
