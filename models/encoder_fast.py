@@ -351,7 +351,7 @@ def kernels_of(model: nn.Module) -> str | None:
 def describe_kernels(model: nn.Module) -> str:
     """The line a run log prints, e.g. ``kernels: reference (attention sdpa)``."""
     encoder = next(m for m in model.modules() if isinstance(m, XLMREncoder))
-    impl = encoder.layers[0].attention.impl if len(encoder.layers) else encoder.config.attention
+    impl = encoder.config.attention  # set_attention keeps it and the layers' impl in step
     if kernels_of(model) == "reference":
         return f"kernels: reference (attention {impl})"
     parts = ["packing", "last layer on the selected rows"] + (["onednn fp32 linear"] if ONEDNN_LINEAR else [])

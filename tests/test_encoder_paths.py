@@ -41,14 +41,15 @@ def make_model(dropout: float = 0.0, attention: str = "sdpa", std: float = 0.2) 
     return model
 
 
-def make_batch(padded: bool, selected: bool):
-    """ids (B, T); mask (B, T) bool or None; select (B, T) bool or None, inside the mask, fewer
-    positions than the real tokens, and a row whose selected positions are not a prefix."""
+def make_batch(padded: bool | str, selected: bool):
+    """ids (B, T); mask (B, T) bool, or None when not padded ("full": an all-True mask); select
+    (B, T) bool or None, inside the mask, fewer positions than the real tokens, and a row whose
+    selected positions are not a prefix."""
     g = torch.Generator().manual_seed(2)
     ids = torch.randint(4, V, (B, T), generator=g)
     ids[:, 0] = 0
-    mask = None
-    if padded:
+    mask = torch.ones(B, T, dtype=torch.bool) if padded == "full" else None
+    if padded is True:
         mask = torch.arange(T)[None, :] < torch.tensor([[T], [6], [2]])  # (B, T) bool
         ids = ids.masked_fill(~mask, 1)
     select = None
@@ -77,7 +78,7 @@ def run(model, kernels, ids, mask, select, precision, grad=True):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-@pytest.mark.parametrize("padded", [False, True], ids=["unpadded", "padded"])
+@pytest.mark.parametrize("padded", [False, "full", True], ids=["no_mask", "full_mask", "padded"])
 @pytest.mark.parametrize("selected", [False, True], ids=["all", "select"])
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
@@ -97,7 +98,7 @@ def test_fast_equals_reference(precision, padded, selected, attention, grad, mon
     # which branches ran: packing (R rows) when there are pads or a selection, the last layer on the
     # M selected rows, the manual attention for "manual" and for bf16 training with autograd
     R = B * T if mask is None else int(mask.sum())
-    first = (R,) if padded or selected else (B, T)
+    first = (R,) if padded is True or selected else (B, T)
     assert rows == [first, (int(select.sum()),) if selected else first]
     assert len(manual_calls) == (2 if attention == "manual" or (grad and precision == "bf16") else 0)
     tol = 3e-2 if precision == "bf16" else 1e-5
@@ -217,7 +218,7 @@ def test_auto_is_fast_on_the_cpu_and_reference_elsewhere():
         resolve_kernels("quick")
 
 
-def test_the_kernels_line_is_printed_once_and_names_the_attention(capsys):
+def test_the_kernels_line_is_printed_once_and_names_the_attention(capsys, monkeypatch):
     fast._print_once.cache_clear()
     model = make_model()
     use_kernels(model, "reference")
@@ -229,6 +230,9 @@ def test_the_kernels_line_is_printed_once_and_names_the_attention(capsys):
     assert line.endswith("fast dropout; attention sdpa, manual while training with dropout or in bf16)\n")
     model.encoder.set_attention("manual")
     assert describe_kernels(model).endswith("; attention manual)")
+    monkeypatch.setattr(fast, "ONEDNN_LINEAR", False)
+    assert describe_kernels(model) == "kernels: fast (cpu: packing, last layer on the selected rows, fast dropout; " \
+                                      "attention manual)"
 
 
 def test_model_kernels_config_reaches_the_model_a_task_builds(tmp_path):

@@ -96,6 +96,23 @@ def test_onednn_linear_matches_torch_linear_and_its_gradients(bias):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
 
 
+@pytest.mark.skipif(not fast.ONEDNN_LINEAR, reason="torch built without oneDNN")
+def test_onednn_linear_computes_only_the_gradients_asked_for():
+    torch.manual_seed(0)
+    layer = FastLinear(12, 6)
+    layer.weight.requires_grad_(False)  # a frozen weight: no dW
+    x = torch.randn(4, 12, requires_grad=True)
+    y = layer(x)
+    assert type(y.grad_fn).__name__ == "OneDnnLinearBackward"
+    gx, gb = torch.autograd.grad(y.square().sum(), [x, layer.bias])
+    want_gx, want_gb = torch.autograd.grad(F.linear(x, layer.weight, layer.bias).square().sum(), [x, layer.bias])
+    assert torch.allclose(gx, want_gx, atol=1e-5) and torch.allclose(gb, want_gb, atol=1e-5)
+    layer.weight.requires_grad_(True)
+    y = layer(torch.randn(4, 12))  # an input without grad: no dx
+    (gw,) = torch.autograd.grad(y.sum(), [layer.weight])
+    assert gw.shape == (6, 12)
+
+
 def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
     layer = FastLinear(16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
