@@ -1,7 +1,7 @@
 """The CPU fast paths of the XLM-R encoder, beside the reference in models/encoder.py.
 
     from models.encoder_fast import use_kernels
-    use_kernels(model, "fast")       # in place; "reference" switches back; "auto" = fast on the CPU
+    use_kernels(model, "fast")       # in place; "reference" switches back; "auto": fast when run on the CPU
 
 Each fast module is a subclass of its reference module that adds no parameter or buffer, so
 ``use_kernels`` switches the class of the modules in place: parameters (and an optimizer's hold
