@@ -8,8 +8,11 @@ repeated to the size), a model in the HF layout (--model; default a tiny random 
 here, since memory, not accuracy, is measured), then ``tasks.ner.predict_words``. Printed: the RSS
 with the sentences read (the input itself), and the peak growth above it while predicting, for
 predict_words' parts of 4,096 sentences and for one part holding the whole input (what the growth
-would be if every window and per-piece output were held at once). The returned tags (one string
-reference per word) are the only output that grows with the input.
+would be if every window and per-piece output were held at once), with the fast CPU kernels and with
+the reference ones. The fast kernels' oneDNN linear keeps a cache of compiled kernels, one per
+matrix shape (up to ONEDNN_PRIMITIVE_CACHE_CAPACITY = 4,096 of them, ~300 KB each): bounded, but it
+fills as packed batches bring new row counts, so it shows as growth until it is full. The returned
+tags (one string reference per word) are the only output that grows with the input.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ def status_mb(key: str) -> float:
     return float("nan")
 
 
-def one(model_dir: str, n: int, chunk: int) -> dict:
+def one(model_dir: str, n: int, chunk: int, kernels: str) -> dict:
     import torch
 
     from core.paths import data_root
@@ -42,7 +45,7 @@ def one(model_dir: str, n: int, chunk: int) -> dict:
     torch.set_num_threads(1)
     pool = [s for lang in ("de", "en", "es", "nl") for s in read_conll(data_root() / "panx" / lang / "test.conllu")]
     sentences = [pool[i % len(pool)].words for i in range(n)]
-    model, tok = load_pretrained(model_dir, task="token-classification", num_labels=7)
+    model, tok = load_pretrained(model_dir, task="token-classification", num_labels=7, kernels=kernels)
     import gc
     gc.collect()
     base = status_mb("VmRSS")
@@ -58,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        n, chunk = map(int, args.one.split(","))
-        print(json.dumps(one(args.model, n, chunk)))
+        n, chunk, kernels = args.one.split(",")
+        print(json.dumps(one(args.model, int(n), int(chunk), kernels)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -71,14 +74,15 @@ def main(argv: list[str] | None = None) -> int:
             model = str(write_tiny_checkpoint(Path(tmp) / "tiny", read_conll(data_root() / "panx/de/train.conllu")[:2000]))
         print(f"model: {model}")
         for n in map(int, args.sizes.split(",")):
-            for chunk, what in ((4096, "parts of 4,096"), (10**9, "one part")):
-                proc = subprocess.run([sys.executable, __file__, "--one", f"{n},{chunk}", "--model", model],
+            for chunk, kernels, what in ((4096, "fast", "fast, parts of 4,096"), (10**9, "fast", "fast, one part"),
+                                         (4096, "reference", "reference, parts")):
+                proc = subprocess.run([sys.executable, __file__, "--one", f"{n},{chunk},{kernels}", "--model", model],
                                       capture_output=True, text=True)
                 if proc.returncode != 0:
                     print(f"error: {n} sentences failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                     return 1
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(f"{n:>8,} sentences ({r['words']:,} words), {what:>14}: input read {r['base_mb']:,.0f} MB, "
+                print(f"{n:>8,} sentences ({r['words']:,} words), {what:>20}: input read {r['base_mb']:,.0f} MB, "
                       f"peak growth while predicting {r['peak_mb'] - r['base_mb']:,.0f} MB", flush=True)
     return 0
 
