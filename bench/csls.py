@@ -1,6 +1,6 @@
 """Benchmark: our CSLS retrieval vs a MUSE-style reference, time and peak memory, side by side.
 
-    scripts/cpujob -2 python bench/csls.py [--n 100000] [--dim 300] [--k 10] [--reps 1] [--memory-mb 512]
+    python bench/csls.py [--n 100000] [--dim 300] [--k 10] [--reps 1] [--memory-mb 512]
     python bench/csls.py --n 30000 --reps 3        # interleaved repetitions, median ratio
     python bench/csls.py --n 200000 --ours-only   # the memory bound: 200k x 200k within 2 GB
 

@@ -1,6 +1,6 @@
 """Benchmark: DDP scaling on CPU (gloo) -- tokens/s per process with 1 and with 2 processes, one thread each.
 
-    scripts/cpujob -2 python bench/ddp.py                 # mini size (H256 L4, 16k vocab), 16 x 64 per rank
+    python bench/ddp.py                                   # mini size (H256 L4, 16k vocab), 16 x 64 per rank
     python bench/ddp.py --size tiny --steps 10             # quick
 
 The parent launches ``torchrun --standalone --nproc_per_node=N bench/ddp.py --worker`` for N = 1

@@ -1,7 +1,7 @@
 """Benchmark: growing a base-size MLM (250,002 x 768 embedding + 30,000 rows) in the HF layout,
 ours (models/extend.grow_vocabulary) next to two plain approaches, time and peak memory.
 
-    scripts/cpujob -2 python bench/extend.py            # writes a random base-size checkpoint to a temp folder
+    python bench/extend.py                              # writes a random base-size checkpoint to a temp folder
     python bench/extend.py --new 30000 --init gaussian
 
 A random xlm-roberta-base-sized XLMRForMaskedLM is written once in the HF layout (our

@@ -1,6 +1,6 @@
 """Benchmark: NER prediction throughput -- our predict API vs the transformers equivalent, side by side.
 
-    scripts/cpujob -2 python bench/predict.py                       # 20,000 PAN-X test sentences, bf16 + fp32
+    python bench/predict.py                                         # 20,000 PAN-X test sentences, bf16 + fp32
     python bench/predict.py --sentences 2000 --reps 1 --precisions fp32   # quick
 
 Ours: tasks.ner.predict_words (the public API evaluate.py --predict uses): words -> windows of at

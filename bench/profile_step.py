@@ -1,6 +1,6 @@
 """Where the time of our training step goes: by phase and by operator (torch.profiler via core/profiler.py).
 
-    scripts/cpujob -2 python bench/profile_step.py --compare             # base size, 32x128, bf16, reference/fast
+    python bench/profile_step.py --compare                               # base size, 32x128, bf16, reference/fast
     python bench/profile_step.py --small --shape 16x40 --precision fp32     # quick
 
 The same step bench/train_step.py times for ours (models.heads.XLMRForTokenClassification +

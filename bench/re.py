@@ -1,8 +1,8 @@
 """Benchmark: relation-extraction training and evaluation throughput (examples/s) -- ours vs transformers.
 
-    scripts/cpujob -2 python bench/re.py                  # base size (klue/roberta-base shape), bf16
+    python bench/re.py                                    # base size (klue/roberta-base shape), bf16
     python bench/re.py --layers 2 --reps 1                  # quick smoke run
-    scripts/cpujob -2 python bench/re.py --run runs/re_c04_r7_cosine runs/re_klue_full   # real test parts
+    python bench/re.py --run runs/re_c04_r7_cosine runs/re_klue_full   # real test parts
 
 Ours: tasks/relation.py's model (models.re_head.RelationClassifier: our encoder, entity-start pooling,
 MLP) and models.losses.relation_loss (focal, smoothing). Reference: transformers' AutoModel

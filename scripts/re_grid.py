@@ -1,4 +1,4 @@
-"""The focal gamma / alpha x label smoothing grid of a relation config, as one table (issue 18).
+"""The focal gamma / alpha x label smoothing grid of a relation config, as one table.
 
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09
     python scripts/re_report.py grid configs/mini_re_conll04.yaml --gamma 0,1,2 --smoothing 0,0.09 --train
@@ -13,8 +13,7 @@ resume, logging / saving intervals) are not, and the loss is compared by what it
 focal with gamma 0 and alpha 1, whatever focal_gamma says then). So the ablation's runs are reused
 wherever they are identical. Without ``--train`` a missing cell is shown as "not run" and its
 command printed; with ``--train`` the missing cells are trained one after another first
-(``python train.py CONFIG ... train.name=PREFIX_g.._a.._ls..``; run the whole command under
-scripts/cpujob on a shared machine).
+(``python train.py CONFIG ... train.name=PREFIX_g.._a.._ls..``).
 
 ``--alpha`` takes scalars, ``inv`` and ``invrel``. ``inv`` is the per-class vector
 alpha_k = (1 / n_k) / mean_j (1 / n_j), n_k the count of class k among the cell's TRAINING examples
