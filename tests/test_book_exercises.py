@@ -112,9 +112,7 @@ def _toy_03(dropout: float = 0.0, seed: int = 0):
     from torch import nn
 
     from core.config import TrainConfig
-    from core.optim import build_optimizer, build_scheduler
-    from core.precision import build_grad_scaler
-    from core.train_state import TrainState
+    from core.train_state import build_train_state
     from data.labels import IGNORE_INDEX
 
     V, H, K = 12_000, 8, 5
@@ -139,8 +137,7 @@ def _toy_03(dropout: float = 0.0, seed: int = 0):
     def fresh(dropout=dropout, seed=seed):
         torch.manual_seed(seed)
         model = nn.Sequential(nn.Embedding(V, H), nn.Dropout(dropout), nn.Linear(H, K))
-        optimizer = build_optimizer(model, cfg)
-        return TrainState(model, optimizer, build_scheduler(optimizer, cfg, 100), build_grad_scaler("cpu", "fp32"))
+        return build_train_state(model, cfg, total_steps=100)  # fp32 on the CPU: the scaler is off
 
     return Task(), make_batch(sentences), [make_batch(sentences[i:i + 2]) for i in range(0, 8, 2)], fresh
 
