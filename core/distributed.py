@@ -58,6 +58,16 @@ def all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, device) -> bool:
+    """Whether ``flag`` is true on any rank (one MAX all-reduce); ``flag`` itself in a single process,
+    with no device tensor and so no host sync."""
+    if world_size() == 1:
+        return flag
+    tensor = torch.tensor(float(flag), device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor > 0)
+
+
 def world_size() -> int:
     """Processes in the joined group (1 without torchrun)."""
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

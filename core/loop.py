@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from core.checkpoint import (NonFiniteError, atomic_save, check_finite, check_resume_config, checksum_path,
                              clean_stale_temps, load_train_state, rng_state, safe_load, set_rng_state)
-from core.distributed import all_reduce, barrier, init_distributed, local_device, unwrap, world_size
+from core.distributed import all_reduce, any_rank, barrier, init_distributed, local_device, unwrap, world_size
 from core.lazy_adamw import materialize
 from core.logging import RunLogger, log_window, write_run_config
 from core.optim import build_optimizer, build_scheduler, clip_grad_norm
@@ -193,9 +193,8 @@ def start_run(cfg, run_dir: Path, logger, dist_info, state: TrainState, device) 
 
 
 def best_missing(run_dir: Path, device) -> bool:
-    """Whether best.pt is missing (rank 0's view, shared with every rank)."""
-    flag = torch.tensor(float(not (run_dir / "best.pt").is_file()), device=device)
-    return bool(all_reduce(flag, op=torch.distributed.ReduceOp.MAX) > 0)
+    """Whether best.pt is missing (on any rank: every rank gets the same answer)."""
+    return any_rank(not (run_dir / "best.pt").is_file(), device)
 
 
 def remake_best(task, state: TrainState, run_dir: Path, logger, is_main: bool) -> None:
@@ -240,12 +239,9 @@ class interrupt_flag:
 
     def pressed(self, world: int, logging_step: bool, device) -> bool:
         """Whether to stop now: this process's flag alone, or under DDP any rank's at a logging step."""
-        if world == 1:
-            return self.set
-        if not logging_step:
+        if world > 1 and not logging_step:
             return False
-        flag = torch.tensor(float(self.set), device=device)
-        return bool(all_reduce(flag, op=torch.distributed.ReduceOp.MAX) > 0)
+        return any_rank(self.set, device)
 
 
 def count_nonfinite(window) -> int:
@@ -379,8 +375,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def out_of_time(start: float, budget_minutes: float, device) -> bool:
     if budget_minutes <= 0:
         return False
-    flag = torch.tensor(float(clock() - start > 60 * budget_minutes), device=device)
-    return bool(all_reduce(flag, op=torch.distributed.ReduceOp.MAX) > 0)
+    return any_rank(clock() - start > 60 * budget_minutes, device)  # every step: no host sync in one process
 
 
 def seed_everything(seed: int) -> None:
