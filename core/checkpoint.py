@@ -1,7 +1,7 @@
 """Checkpoint files: written atomically with a checksum, read without running code.
 
     atomic_save(obj, run_dir / "best.pt")                  # temp file + fsync + rename, then best.pt.sha256
-    state = load_train_state(run_dir / "last.pt")          # checksum, then torch.load(weights_only=True)
+    state = load_train_state(run_dir / "last.pt")          # torch.load(weights_only=True), then the checksum
     check_resume_config(state["config"], cfg, path)         # refuses changed training settings
 
 The train state itself (model, optimizer, scaler, scheduler, counters, RNG) is
@@ -12,7 +12,7 @@ any other object (a planted ``__reduce__``) is refused with a ``CheckpointError`
 executing it. Every file is written to a temporary name in the same folder and renamed over the
 old one, so a crash or a full disk mid-write never leaves a truncated checkpoint (the old one is
 kept; ``clean_stale_temps`` removes the temp file of a save that was killed). Its sha256 goes to
-``<file>.sha256`` beside it, and ``safe_load`` compares it before reading: torch does not check
+``<file>.sha256`` beside it, and ``safe_load`` compares it after reading: torch does not check
 the archive's CRCs, so without it a flipped bit would load silently. Weights that are not finite
 are never written (``NonFiniteError``).
 """
