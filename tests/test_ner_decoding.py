@@ -18,6 +18,7 @@ from data.windows import build_windows
 from models.crf import CRF
 from models.tagger import CRFTagger
 from tasks.ner import predict_words
+from test_windows import ChunkTokenizer
 
 LABELS = build_label_set()
 TAGS = list(LABELS.tags)
@@ -25,24 +26,6 @@ K = len(TAGS)
 DATA = SimpleNamespace(max_length=7, stride=2)  # windows of 5 pieces sharing 2: at most 5 owned words
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class ChunkTokenizer:
-    """Stand-in tokenizer: pieces of 3 characters, ids 10..99."""
-
-    bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
-    vocab_size = 100
-
-    def encode_words(self, words):
-        ids, index = [], []
-        for w, word in enumerate(words):
-            for i in range(0, len(word), 3):
-                ids.append(10 + sum(map(ord, word[i:i + 3])) % 90)
-                index.append(w)
-        return ids, index
-
-    def encode_words_batch(self, sentences):
-        return [self.encode_words(words) for words in sentences]
 
 
 class ContextTable(nn.Module):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 
-
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,29 +14,12 @@ from data.conll import Sentence, write_conll
 from data.labels import IGNORE_INDEX, build_label_set
 from models.tagger import CRFTagger, first_piece_view
 from tasks.ner import NERTask, predict_tags
+from test_windows import ChunkTokenizer  # pieces of 3 characters: a test's id table gives each piece a tag
 
 LABELS = build_label_set()
 K = len(LABELS)
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
-
-
-class ChunkTokenizer:
-    """Stand-in tokenizer: pieces of 3 characters; the piece id encodes the word's tag in tests."""
-
-    bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
-
-    def encode_words(self, words):
-        ids, index = [], []
-        for w, word in enumerate(words):
-            for i in range(0, len(word), 3):
-                ids.append(10 + sum(map(ord, word[i:i + 3])) % 90)
-                index.append(w)
-        return ids, index
-
-    def encode_words_batch(self, sentences):
-        return [self.encode_words(words) for words in sentences]
 
 
 class OracleModel(nn.Module):

@@ -11,9 +11,11 @@ from data.windows import align_pieces, build_windows, stitch, window_spans
 
 
 class ChunkTokenizer:
-    """Stand-in tokenizer: a word becomes pieces of 3 characters; a zero-width space none."""
+    """Stand-in tokenizer: a word becomes pieces of 3 characters (ids 10..99); a zero-width space none.
+    tests/test_ner_task.py and tests/test_ner_decoding.py use it too."""
 
     bos_id, pad_id, eos_id, unk_id = 0, 1, 2, 3
+    vocab_size = 100
 
     def encode_words(self, words):
         ids, index = [], []
