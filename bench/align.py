@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from bench.memory import status_mb  # noqa: E402
 from core.paths import data_root  # noqa: E402
 from data.parallel import load_gold, multi30k, opennmt_train, read_pharaoh, swap  # noqa: E402
 from models.word_align import FastAlign, aer, symmetrize  # noqa: E402
@@ -84,13 +85,6 @@ def bench_em() -> None:
     score("eflomal", ef_fwd, ef_rev, gold)
 
 
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bound_mb(Q: int, H: int, memory_mb: float, k: int = 10) -> tuple[float, float]:
     """(the part that grows with Q, the whole bound) in MB for Q aligned pairs (see the module doc)."""
     from models.csls_fast import COL_MARGIN, ROW_MARGIN, product_dtype
@@ -134,11 +128,11 @@ def bench_memory(memory_mb: float, max_pairs: int = 0) -> None:
     pairs = [(s, i, j) for s, l in enumerate(links) for i, j in sorted(l)]
     Q = len(pairs)
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS mark
-    before = peak_rss_mb()
+    before = status_mb("VmHWM")
     start = time.perf_counter()
     retrieval_accuracy(src_vecs, tgt_vecs, pairs, memory_mb=memory_mb)
     took = time.perf_counter() - start
-    growth = peak_rss_mb() - before
+    growth = status_mb("VmHWM") - before
     linear, whole = bound_mb(Q, H, memory_mb)
     print(f"retrieval pool: {len(train)} pairs, Q = {Q} aligned word pairs ({2 * Q} vectors, H {H}); "
           f"CSLS + NN both directions {took:.1f} s; peak RSS growth {growth:.0f} MB; "

@@ -202,10 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
+    from bench.memory import cpu_name
     from core.precision import cpu_supports_bf16
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu}, fast bf16: {cpu_supports_bf16()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu_name()}, fast bf16: {cpu_supports_bf16()}")
     print(f"settings: {s}")
     for precision in args.precisions.split(","):
         if precision == "bf16" and not cpu_supports_bf16():

@@ -153,15 +153,12 @@ LOADER = r"""
 import json, sys, time
 sys.path.insert(0, {root!r})
 import torch
+from bench.memory import status_mb
 which, folder, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 if which == "ref":
     from transformers import XLMRobertaForTokenClassification
 else:
     from models import load_pretrained
-
-def status_mb(key):  # VmHWM is this process's RSS high-water mark (ru_maxrss would survive exec)
-    line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
-    return int(line.split()[1]) / 1024
 
 before = status_mb("VmHWM")
 t0 = time.perf_counter()

@@ -28,16 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.memory import cpu_name, status_mb  # noqa: E402
+
 BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
 NUM_LABELS = 7
-
-
-def status_mb(key: str) -> float:
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def one(side: str, b: int, t: int, precision: str, steps: int) -> dict:
@@ -105,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from core.precision import cpu_supports_bf16
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"torch {torch.__version__}, CPU {cpu}, fast bf16: {cpu_supports_bf16()}; base size, {args.steps} steps")
+    print(f"torch {torch.__version__}, CPU {cpu_name()}, fast bf16: {cpu_supports_bf16()}; base size, {args.steps} steps")
     for precision in args.precisions.split(","):
         if precision == "bf16" and not cpu_supports_bf16():
             print("bf16: skipped (this CPU has no AVX512-BF16/AMX)")
