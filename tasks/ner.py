@@ -69,21 +69,25 @@ def predict_words(model: nn.Module, sentences: list[Sentence] | list[list[str]],
     model = unwrap(model)
     was_training = model.training
     model.eval()
-    tags, losses = [], []
+    has_gold = all(len(s.tags) == len(s.words) for s in sentences)
+    step = max(chunk, 1)
+    tags, losses = [], [] if has_gold else None
     try:
-        for first in range(0, len(sentences), max(chunk, 1)):
-            part_tags, part_losses = _predict_part(model, sentences[first:first + max(chunk, 1)], tokenizer, labels,
-                                                   data_cfg, batch_size, precision)
+        for first in range(0, len(sentences), step):
+            part_tags, part_losses = _predict_part(model, sentences[first:first + step], tokenizer, labels,
+                                                   data_cfg, batch_size, precision, has_gold)
             tags += part_tags
-            losses = None if part_losses is None or losses is None else losses + part_losses
+            if has_gold:
+                losses += part_losses
     finally:
         model.train(was_training)
     return tags, losses
 
 
 def _predict_part(model: nn.Module, sentences: list[Sentence], tokenizer, labels: LabelSet, data_cfg,
-                  batch_size: int, precision: str):
-    """predict_words on one part of the sentences (the model already in eval mode)."""
+                  batch_size: int, precision: str, with_losses: bool):
+    """predict_words on one part of the sentences (the model already in eval mode): (tags, per-word
+    losses, or None when not ``with_losses``)."""
     device = next(model.parameters()).device
     windows = build_windows(sentences, tokenizer, labels, data_cfg.max_length, data_cfg.stride)
     sampler = LengthBucketSampler([len(w) for w in windows], batch_size, shuffle=False)
@@ -93,7 +97,8 @@ def _predict_part(model: nn.Module, sentences: list[Sentence], tokenizer, labels
         batch = collate([windows[i] for i in index], tokenizer.pad_id)
         input_ids = batch["input_ids"].to(device)
         attention_mask = batch["attention_mask"].to(device)
-        word_ids, gold = batch["word_ids"].to(device), batch["labels"].to(device).clamp_min(0)  # (B, T) each
+        word_ids = batch["word_ids"].to(device)  # (B, T)
+        gold = batch["labels"].to(device).clamp_min(0) if with_losses else None  # (B, T)
         if isinstance(model, CRFTagger):
             with _autocast(device, precision):
                 logits = model(input_ids, attention_mask).float()  # (B, T, K)
@@ -103,21 +108,25 @@ def _predict_part(model: nn.Module, sentences: list[Sentence], tokenizer, labels
             if rows.any():
                 decoded = model.crf.decode(packed[rows], mask[rows]).clamp_min(0)  # (B', W)
                 preds[rows] = preds[rows].scatter(1, positions[rows], decoded)
-            losses = F.cross_entropy(logits.transpose(1, 2), gold, reduction="none")  # (B, T)
+            if with_losses:
+                losses = F.cross_entropy(logits.transpose(1, 2), gold, reduction="none")  # (B, T)
         else:  # logits at the owned first pieces only, the positions stitch reads
             owned = word_ids >= 0  # (B, T)
             with _autocast(device, precision):
                 logits = model(input_ids, attention_mask, select=owned).float()  # (M, K)
             preds = torch.zeros(owned.shape, dtype=torch.long, device=device)  # (B, T)
-            losses = torch.zeros(owned.shape, device=device)  # (B, T)
             preds[owned] = logits.argmax(-1)
-            losses[owned] = F.cross_entropy(logits, gold[owned], reduction="none")
-        for row, loss_row, i in zip(preds.cpu().tolist(), losses.cpu().tolist(), index):
-            window_preds[i], window_losses[i] = row, loss_row
+            if with_losses:
+                losses = torch.zeros(owned.shape, device=device)  # (B, T)
+                losses[owned] = F.cross_entropy(logits, gold[owned], reduction="none")
+        for row, i in zip(preds.cpu().tolist(), index):
+            window_preds[i] = row
+        if with_losses:
+            for loss_row, i in zip(losses.cpu().tolist(), index):
+                window_losses[i] = loss_row
     n_words = [len(s.words) for s in sentences]
     tags = [[labels.tag(i) for i in row] for row in stitch(windows, window_preds, n_words)]
-    has_gold = all(len(s.tags) == len(s.words) for s in sentences)
-    return tags, stitch(windows, window_losses, n_words) if has_gold else None
+    return tags, stitch(windows, window_losses, n_words) if with_losses else None
 
 
 def predict_tags(model, sentences, tokenizer, labels=None, data_cfg=None, batch_size=32, precision="auto"):
@@ -240,6 +249,7 @@ def load_model(cfg, num_labels: int):
     from models import load_pretrained, resolve_kernels
 
     name = cfg.model.name_or_path
+    kernels = resolve_kernels(cfg.model.kernels, cfg.train.device)
     torch.manual_seed(cfg.train.seed)  # the fresh classifier (and CRF) draw the same numbers every run
     if cfg.model.tiny_random and not (Path(name) / "config.json").is_file():
         write_tiny_checkpoint(name, load_split(cfg.data, cfg.data.train_langs[0], "train")[:2000], seed=cfg.train.seed)
@@ -250,7 +260,7 @@ def load_model(cfg, num_labels: int):
     try:
         model, tokenizer = load_pretrained(name, task="token-classification", num_labels=num_labels,
                                            attention=cfg.model.attention, from_scratch=cfg.model.from_scratch,
-                                           kernels=resolve_kernels(cfg.model.kernels, cfg.train.device))
+                                           kernels=kernels)
     except (OSError, ValueError) as err:
         raise MissingCheckpointError(f"cannot load {name!r} (model.name_or_path): {err}\n{MINI_HINT}") from err
     from models.vocab_check import check_vocab_match
@@ -261,15 +271,13 @@ def load_model(cfg, num_labels: int):
     if cfg.model.head == "crf":
         from models.crf import CRF
 
-        model = CRFTagger(model, CRF(num_labels, labels=list(build_label_set().tags),
-                                     kernels=resolve_kernels(cfg.model.kernels, cfg.train.device)))
+        model = CRFTagger(model, CRF(num_labels, labels=list(build_label_set().tags), kernels=kernels))
     elif cfg.model.head == "bilstm_crf":  # frozen encoder -> BiLSTM -> CRF (Wang et al. 2020's downstream model)
         from models.crf import CRF
         from models.frozen_bilstm import FrozenEncoderBiLSTM
 
         tagger = FrozenEncoderBiLSTM(model, cfg.bilstm.hidden_size, cfg.bilstm.dropout)
-        model = CRFTagger(tagger, CRF(num_labels, labels=list(build_label_set().tags),
-                                      kernels=resolve_kernels(cfg.model.kernels, cfg.train.device)))
+        model = CRFTagger(tagger, CRF(num_labels, labels=list(build_label_set().tags), kernels=kernels))
     elif cfg.model.head != "linear":
         raise ValueError(f"model.head must be linear or crf, got {cfg.model.head!r}")
     return model, tokenizer
