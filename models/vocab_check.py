@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TOKENIZER_FILES = ("sentencepiece.bpe.model", "tokenizer.json")
+from models.resolve import TOKENIZER_FILES, resolve_model_dir
 
 
 def _files(name_or_path: str | Path) -> tuple[str, str]:
@@ -19,7 +19,6 @@ def _files(name_or_path: str | Path) -> tuple[str, str]:
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir():
         try:
-            from models.resolve import resolve_model_dir
             folder = resolve_model_dir(name_or_path, need_weights=False)  # already resolved by the loader
         except (OSError, ValueError):
             return f"{name_or_path} config.json", f"{name_or_path} tokenizer"
