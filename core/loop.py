@@ -275,7 +275,10 @@ def train_step(state: TrainState, task, micro: list[dict], labelled: int | None 
     labelled = sum(int(b["n_tokens"]) for b in micro) if labelled is None else labelled
     world = world_size()
     device = next(unwrap(model).parameters()).device
-    total = all_reduce(torch.tensor(float(labelled), device=device)).clamp_min(1.0)  # labelled tokens, all ranks
+    if world == 1:  # a Python number: a device tensor made from one would cost a host sync every step
+        total = max(float(labelled), 1.0)
+    else:  # labelled tokens, all ranks
+        total = all_reduce(torch.tensor(float(labelled), device=device)).clamp_min(1.0)
     loss_sum = torch.zeros((), device=device)
     for i, batch in enumerate(micro):
         last = i == len(micro) - 1
