@@ -31,9 +31,10 @@ from models.re_head import RelationClassifier
 def predict_logits(model: nn.Module, items: list, pad_id: int, batch_size: int = 64,
                    precision: str = "auto") -> torch.Tensor:
     """(N, K) fp32 logits of encoded examples, in their order (batched by length)."""
+    from core.distributed import unwrap
     from core.precision import autocast_context, resolve_precision
 
-    model = getattr(model, "module", model)
+    model = unwrap(model)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
