@@ -23,10 +23,11 @@ RUNES = [chr(c) for c in range(0x16A0, 0x16EB)]  # ᚠ .. ᛪ: a script no token
 LATIN = "abdefgiklmnoprstu"
 
 
-def lexicon(alphabet, n: int, rng: random.Random) -> list[str]:
+def lexicon(alphabet, n: int, rng: random.Random, shortest: int = 3) -> list[str]:
+    """``n`` distinct made-up words of ``shortest``..7 letters of ``alphabet``."""
     words: list[str] = []
     while len(words) < n:
-        w = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 7)))
+        w = "".join(rng.choice(alphabet) for _ in range(rng.randint(shortest, 7)))
         if w not in words:
             words.append(w)
     return words

@@ -176,18 +176,11 @@ def test_wechsel_maps_a_translated_language_onto_the_right_base_pieces():
 
     from data.extend_vocab import extend_tokenizer, train_target_model
     from models.extend_init import anchor_rows, piece_vectors
+    from test_extend_any_script import lexicon
 
     rng = random.Random(0)
-
-    def lexicon(alphabet, n=60):
-        words: list[str] = []
-        while len(words) < n:
-            w = "".join(rng.choice(alphabet) for _ in range(rng.randint(4, 7)))
-            if w not in words:
-                words.append(w)
-        return words
-
-    latin, runic = lexicon("abdefgiklmnoprstu"), lexicon([chr(c) for c in range(0x16A0, 0x16B1)])
+    latin = lexicon("abdefgiklmnoprstu", 60, rng, shortest=4)
+    runic = lexicon([chr(c) for c in range(0x16A0, 0x16B1)], 60, rng, shortest=4)
     classes = [list(range(c, 60, 6)) for c in range(6)]
     orders = [[0, 1, 2, 3], [0, 1, 4, 5], [2, 3, 0, 1, 5], [4, 5, 2, 3]]
     sentences = [[rng.choice(classes[c]) for c in rng.choice(orders)] for _ in range(3000)]
