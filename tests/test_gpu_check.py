@@ -52,6 +52,12 @@ def test_step_times_run_on_cpu():
     assert ours > 0 and ref > 0
 
 
+def test_step_times_take_the_sparse_embedding_gradient():
+    """At the mini's size (16,000 rows) our optimizer makes the embedding gradient sparse."""
+    ours, ref = gpu_check.step_times("mini", "fp32", "cpu", b=2, t=8, reps=1, warmup=0)
+    assert ours > 0 and ref > 0
+
+
 def test_synthetic_data_is_read_by_the_project_reader(tmp_path):
     from data.conll import read_conll
 
