@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         langs = args.langs.split(",") if args.langs else cfg.data.eval_langs
         check_langs(langs, cfg, run_dir)
         sentences = read_input(args.predict, args.input_format) if args.predict else None  # input errors first
-        model, tokenizer, labels, cfg = load_trained(run_dir)
+        model, tokenizer, labels = load_model_dir(run_dir / "model")  # load_trained without reading cfg again
     except (MissingCheckpointError, CheckpointError, InputError, ConllError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
