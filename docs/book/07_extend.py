@@ -17,7 +17,7 @@
 # text; docs/EXTEND.md compares the init rules of this chapter (random, mean) by NER F1 after it.
 
 # %%
-from _common import TEXT, pyplot, save_figure
+from _common import pyplot, save_figure, tiny_sentences
 
 import torch
 
@@ -30,11 +30,11 @@ from models.heads import XLMRForMaskedLM
 # %% [markdown]
 # ## A base that cannot read Cyrillic, and the pieces it gains
 #
-# The base tokenizer is trained on a German-ish text (the book's shared `TEXT`); the target
+# The base tokenizer is trained on a German-ish text (the book's shared `tiny_sentences()`); the target
 # text is Russian with two German words mixed in.
 
 # %%
-base_text = [" ".join(TEXT[i:] + TEXT[:i]) for i in range(len(TEXT))] * 8
+base_text = [" ".join(sentence.words) for sentence in tiny_sentences()]  # every rotation of TEXT, 8 times
 russian = ["Мэр Берлина говорит с журналистами газеты .", "Журналисты газеты пишут о городе Гамбург .",
            "В городе живут журналисты , мэр и Journalistin .", "Ангела Меркель посещает ратушу в Париже .",
            "Мэр города говорит о визите во Францию .", "Журналистка пишет о мэре Берлина и о Hamburger Rathaus ."]
