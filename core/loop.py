@@ -199,8 +199,9 @@ def best_missing(run_dir: Path, device) -> bool:
 
 def remake_best(task, state: TrainState, run_dir: Path, logger, is_main: bool) -> None:
     """best.pt from the resumed weights when a resume finds none although last.pt has a best metric
-    (the file was deleted, e.g. after it was reported corrupt): they are evaluated now, become the best so far, and later evaluations must beat them.
-    The RNG states are put back, so the steps that follow are those of an uninterrupted run."""
+    (the file was deleted, e.g. after it was reported corrupt): they are evaluated now, become the
+    best so far, and later evaluations must beat them. The RNG states are put back, so the steps that
+    follow are those of an uninterrupted run."""
     rngs = rng_state()
     materialize(state.optimizer)
     metrics = evaluate_and_keep_best(task, state.model, state.step, state.epoch, run_dir, logger, None, True,
