@@ -167,6 +167,12 @@ def grow_vocabulary(model: nn.Module, n_new: int, init: str = "random", sources:
     return model
 
 
+def informative_piece(tokenizer, i: int) -> bool:
+    """Whether id ``i`` says something about a word: not a special id, not <mask>, not the lone ``▁``
+    (it stands before every word of every script)."""
+    return i >= FIRST_ORDINARY_ID and i != tokenizer.mask_id and tokenizer.id_to_token(i) != "\u2581"
+
+
 def piece_sources(base_tokenizer, pieces: list[str]) -> list[list[int]]:
     """For each piece string, the base tokenizer's ids of its surface text (``▁`` read as a space).
     A piece that continues a word (no leading ``▁``) drops the lone ``▁`` the base tokenizer
@@ -179,9 +185,7 @@ def piece_sources(base_tokenizer, pieces: list[str]) -> list[list[int]]:
     for piece, ids in zip(pieces, base_tokenizer.encode_batch(texts)):
         if not piece.startswith("\u2581") and ids and base_tokenizer.id_to_token(ids[0]) == "\u2581":
             ids = ids[1:]
-        informative = [i for i in ids if i >= FIRST_ORDINARY_ID and i != base_tokenizer.mask_id
-                       and base_tokenizer.id_to_token(i) != "\u2581"]
-        out.append(ids if informative else [])
+        out.append(ids if any(informative_piece(base_tokenizer, i) for i in ids) else [])
     return out
 
 

@@ -45,7 +45,7 @@ from torch import nn
 from data.word_vectors import center_and_normalize, train_sgns
 from models.csls import chunk_rows, normalize
 from models.extend import (FIRST_ORDINARY_ID, _lm_heads, base_statistics, fill_gaussian, gaussian_factor,
-                           grow_vocabulary, word_embeddings)
+                           grow_vocabulary, informative_piece, word_embeddings)
 from models.mapping import procrustes
 
 RULES = ("wechsel", "focus")
@@ -144,8 +144,7 @@ def dictionary_map(base_tok, grown_tok, base_vectors, target_vectors, pairs: lis
 def anchor_rows(ids: list[int], tokenizer, V: int) -> list[int]:
     """Indices into ``ids`` of ordinary base pieces: no specials, no <mask>, no new id, and not the
     lone ``▁`` (it stands before every word of every script, so it says nothing about a piece)."""
-    return [r for r, i in enumerate(ids) if FIRST_ORDINARY_ID <= i < V and i != tokenizer.mask_id
-            and tokenizer.id_to_token(i) != "\u2581"]
+    return [r for r, i in enumerate(ids) if i < V and informative_piece(tokenizer, i)]
 
 
 @torch.no_grad()
