@@ -6,10 +6,10 @@
 Rows: the mini as it is; + continual MLM without extension (control); EXTEND random; EXTEND mean;
 EXTEND random with the frozen-encoder BiLSTM-CRF head; the bilingual de+ru mini pretrained from
 scratch (B-BERT); EXTEND with the wechsel and focus inits; EXTEND with Russian and Korean pieces in
-one run (configs/mini_extend_ruko.yaml, runs/mini_extend_ruko). Each with its MLM run (runs/mini_extend_ru_<row>/extend_summary.json: held-out ru
-<unk> rate, pieces per word, MLM loss) and its NER runs (zero-shot de -> ru and de:
-runs/mini_extend_zs_<row>; supervised ru: runs/mini_extend_sup_<row>; row 1's zero-shot is the
-baseline mini_zeroshot_de_s42/_s1/_s2). Seed 42 is the run without a suffix, seeds 1 and 2 add
+one run (configs/mini_extend_ruko.yaml, runs/mini_extend_ruko). Each with its MLM run
+(runs/mini_extend_ru_<row>/extend_summary.json: held-out ru <unk> rate, pieces per word, MLM loss)
+and its NER runs (zero-shot de -> ru and de: runs/mini_extend_zs_<row>; supervised ru:
+runs/mini_extend_sup_<row>; row 1's zero-shot is the baseline mini_zeroshot_de_s42/_s1/_s2). Seed 42 is the run without a suffix, seeds 1 and 2 add
 ``_s1`` / ``_s2``. Each F1 cell is the mean over the seeds present with their count, ``68.1 (3)``;
 the per-seed values follow the table. Row 6's segmentation columns are measured here with its own
 tokenizer on the extension's held-out Russian lines (configs/mini_extend_ru.yaml's text and
@@ -72,7 +72,7 @@ def cell(scores: dict[str, float]) -> str:
     return f"{sum(scores.values()) / len(scores):.1f} ({len(scores)})"
 
 
-def bilingual_segmentation(runs: Path, name: str = BILINGUAL) -> dict | None:
+def bilingual_segmentation(runs: Path, name: str) -> dict | None:
     """Run ``name``'s tokenizer (row 6, row 9) on the extension's held-out Russian lines (those of rows 1-4)."""
     model_dir = runs / name / "model"
     if not (model_dir / "sentencepiece.bpe.model").is_file():
@@ -99,13 +99,9 @@ def main() -> int:
     details = []
     for label, mlm, zero, sup in ROWS:
         seg, loss = None, "-"
-        if mlm == BILINGUAL:
-            seg = bilingual_segmentation(runs)
-            summary = load(runs / BILINGUAL / "mlm_summary.json")
-            loss = f"({summary['heldout_mlm_loss']:.2f})" if summary else "-"
-        elif mlm == TWO_LANGUAGES:
-            seg = bilingual_segmentation(runs, TWO_LANGUAGES)
-            summary = load(runs / TWO_LANGUAGES / "extend_summary.json")
+        if mlm in (BILINGUAL, TWO_LANGUAGES):  # a tokenizer of its own: segmentation measured here
+            seg = bilingual_segmentation(runs, mlm)
+            summary = load(runs / mlm / ("mlm_summary.json" if mlm == BILINGUAL else "extend_summary.json"))
             loss = f"({summary['heldout_mlm_loss']:.2f})" if summary else "-"
         elif mlm:
             summary = load(runs / mlm / "extend_summary.json")
