@@ -9,13 +9,13 @@ scratch (B-BERT); EXTEND with the wechsel and focus inits; EXTEND with Russian a
 one run (configs/mini_extend_ruko.yaml, runs/mini_extend_ruko). Each with its MLM run
 (runs/mini_extend_ru_<row>/extend_summary.json: held-out ru <unk> rate, pieces per word, MLM loss)
 and its NER runs (zero-shot de -> ru and de: runs/mini_extend_zs_<row>; supervised ru:
-runs/mini_extend_sup_<row>; row 1's zero-shot is the baseline mini_zeroshot_de_s42/_s1/_s2).
-Seed 42 is the run without a suffix, seeds 1 and 2 add ``_s1`` / ``_s2``. Each F1 cell is the mean over the seeds present with their count, ``68.1 (3)``;
-the per-seed values follow the table. Row 6's segmentation columns are measured here with its own
-tokenizer on the extension's held-out Russian lines (configs/mini_extend_ru.yaml's text and
-``mlm.heldout_every``); its MLM loss is on its own tokenizer and held-out de+ru text, so it compares
-with no other row. Row 9's segmentation is measured the same way; its MLM loss is on held-out
-ru+ko text. A missing run prints as "-".
+runs/mini_extend_sup_<row>; row 1's zero-shot is the baseline mini_zeroshot_de_s42/_s1/_s2). Seed 42
+is the run without a suffix, seeds 1 and 2 add ``_s1`` / ``_s2``. Each F1 cell is the mean over the
+seeds present with their count, ``68.1 (3)``; the per-seed values follow the table. Row 6's
+segmentation columns are measured here with its own tokenizer on the extension's held-out Russian
+lines (configs/mini_extend_ru.yaml's text and ``mlm.heldout_every``); its MLM loss is on its own
+tokenizer and held-out de+ru text, so it compares with no other row. Row 9's segmentation is
+measured the same way; its MLM loss is on held-out ru+ko text. A missing run prints as "-".
 """
 from __future__ import annotations
 
