@@ -4,7 +4,6 @@ the tag of the best BIO-valid path over its owner window's first pieces, found b
 path of that window alone (no batch, no padding); tasks/bilstm_crf.predict_tags likewise per sentence."""
 from __future__ import annotations
 
-import itertools
 import random
 from types import SimpleNamespace
 
@@ -18,6 +17,7 @@ from data.windows import build_windows
 from models.crf import CRF
 from models.tagger import CRFTagger
 from tasks.ner import predict_words
+from test_crf import brute_force_scores
 from test_windows import ChunkTokenizer
 
 LABELS = build_label_set()
@@ -76,13 +76,8 @@ def bio_valid(path: torch.Tensor) -> torch.Tensor:
 
 def brute_force_best(emissions: torch.Tensor, crf: CRF) -> list[int]:
     """The best valid path of one window's first-piece emissions (n, K), over all K^n paths."""
-    n = emissions.shape[0]
-    path = torch.tensor(list(itertools.product(range(K), repeat=n)))  # (P, n)
-    score = crf.start_transitions[path[:, 0]] + crf.end_transitions[path[:, -1]]  # (P,)
-    for t in range(n):
-        score = score + emissions[t, path[:, t]]
-        if t:
-            score = score + crf.transitions[path[:, t - 1], path[:, t]]
+    path, score = brute_force_scores(emissions, emissions.shape[0], crf.start_transitions, crf.transitions,
+                                     crf.end_transitions)  # (P, n), (P,)
     score = score.masked_fill(~bio_valid(path), float("-inf"))
     return path[int(score.argmax())].tolist()
 
