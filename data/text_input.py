@@ -87,10 +87,10 @@ def detect_input_format(lines: list[str]) -> str:
     cols = _columns(content[0])
     if (len(cols) == 3 and cols[0].isdigit() and is_iob2_tag(cols[2])) or (len(cols) == 2 and is_iob2_tag(cols[1])):
         return "conll"
-    tagged = sum(is_iob2_tag(_columns(line)[-1]) for line in content)  # lines whose last column is a tag
-    if len(cols) >= 3 and is_iob2_tag(cols[-1]) and tagged >= 0.9 * len(content) and \
-            (len(content) > 1 or cols[-1] != "O"):
-        return "conll"
+    if len(cols) >= 3 and is_iob2_tag(cols[-1]) and (len(content) > 1 or cols[-1] != "O"):
+        tagged = sum(is_iob2_tag(_columns(line)[-1]) for line in content)  # lines whose last column is a tag
+        if tagged >= 0.9 * len(content):
+            return "conll"
     if len(content) > 1 and all(len(line.split()) == 1 for line in content):
         return "words"
     return "text"
