@@ -89,6 +89,12 @@ def fill_gaussian(out: torch.Tensor, rows: list[int] | range, mean: torch.Tensor
         out[index] = (mean + z @ factor.T).to(out.dtype)
 
 
+def mean_base_bias(bias: torch.Tensor | None) -> torch.Tensor:
+    """The fp64 mean of the ordinary pieces' MLM decoder biases (V,) (the specials' are not typical); 0 without a bias."""
+    ordinary = bias[FIRST_ORDINARY_ID:] if bias is not None else None
+    return ordinary.double().mean() if ordinary is not None and len(ordinary) else torch.zeros((), dtype=torch.float64)
+
+
 @torch.no_grad()
 def fill_new_rows(out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, init: str, std: float,
                   sources: list[list[int]] | None = None, init_rows: torch.Tensor | None = None,
@@ -99,8 +105,7 @@ def fill_new_rows(out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     V = weight.shape[0]
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    ordinary = bias[FIRST_ORDINARY_ID:] if bias is not None else None  # the specials' biases are not typical
-    base_bias = ordinary.double().mean() if ordinary is not None and len(ordinary) else torch.zeros((), dtype=torch.float64)
+    base_bias = mean_base_bias(bias)
     if init == "random":
         out.normal_(0.0, std, generator=generator)
         return torch.zeros(n_new, dtype=torch.float64)

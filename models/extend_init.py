@@ -44,8 +44,8 @@ from torch import nn
 
 from data.word_vectors import center_and_normalize, train_sgns
 from models.csls import chunk_rows, normalize
-from models.extend import (FIRST_ORDINARY_ID, _lm_heads, base_statistics, fill_gaussian, gaussian_factor,
-                           grow_vocabulary, informative_piece, word_embeddings)
+from models.extend import (_lm_heads, base_statistics, fill_gaussian, gaussian_factor, grow_vocabulary,
+                           informative_piece, mean_base_bias, word_embeddings)
 from models.mapping import procrustes
 
 RULES = ("wechsel", "focus")
@@ -191,8 +191,7 @@ def grow_from_vectors(model: nn.Module, base_tok, grown_tok, rule: str, target_t
     if missing:  # no static vector: the gaussian rule's draw, in order (pinned by the generator)
         mean, cov = base_statistics(embedding.detach(), V)
         fill_gaussian(rows, missing, mean, gaussian_factor(cov), generator)
-        ordinary = bias[FIRST_ORDINARY_ID:].double().mean() if bias is not None else 0.0
-        entries[missing] = ordinary
+        entries[missing] = mean_base_bias(bias)
     report |= {"anchors": len(anchor_ids), "new_rows_from_vectors": len(placed), "new_rows_gaussian": len(missing),
                "mean_support": float(support.double().mean()) if len(support) else 0.0,
                "rows_at_k": int((support == min(k, len(anchor_ids))).sum())}
