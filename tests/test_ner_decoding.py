@@ -17,7 +17,7 @@ from data.windows import build_windows
 from models.crf import CRF
 from models.tagger import CRFTagger
 from tasks.ner import predict_words
-from test_crf import brute_force_scores
+from test_crf import brute_force_scores, random_crf
 from test_windows import ChunkTokenizer
 
 LABELS = build_label_set()
@@ -87,11 +87,7 @@ def brute_force_best(emissions: torch.Tensor, crf: CRF) -> list[int]:
 def test_crf_prediction_equals_brute_force_per_owner_window(kernels, batch_size):
     sents = sentences()
     tokenizer = ChunkTokenizer()
-    crf = CRF(K, labels=TAGS, kernels=kernels)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # start/end/transitions large enough to change the best path
-        for p in (crf.start_transitions, crf.end_transitions, crf.transitions):
-            p.copy_(2 * torch.randn(p.shape, generator=gen))
+    crf = random_crf(K, TAGS, kernels, seed=1, scale=2.0)  # scores large enough to change the best path
     model = CRFTagger(ContextTable(), crf)
     tags, _ = predict_words(model, sents, tokenizer, LABELS, DATA, batch_size=batch_size, precision="fp32")
 
