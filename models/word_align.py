@@ -22,10 +22,10 @@ feature uses the target index j - 1 (a known off-by-one); we use j on both sides
 
 Progress: fit() and align() take an optional ``progress(iteration, phase)`` callable, called after each
 phase of the work on the whole corpus (there is no loop over sentences to count): "cells" (the corpus laid
-out) and "e-step" in iteration 1, "e-step" and "tension step k/8" in each EM iteration, "viterbi" in the
-last iteration (align()). align_both and align_corpus take ``progress(direction, iteration, phase)``,
-direction "forward" (source generates target) or "reverse"; progress_printer turns it into a line at most
-every 30 s. The callable only observes: the results are the same with and without it.
+out) and "e-step" in iteration 1, "e-step" and (with optimize_tension) "tension step k/8" in each later EM
+iteration, "viterbi" in the last iteration (align()). align_both and align_corpus take
+``progress(direction, iteration, phase)``, direction "forward" (source generates target) or "reverse";
+progress_printer turns it into a line at most every 30 s. The callable only observes: the results are the same with and without it.
 """
 from __future__ import annotations
 
