@@ -92,3 +92,19 @@ def test_a_missing_config_is_one_line_with_the_nearest_names(capsys, tmp_path):
     assert "a folder, not a config file" in _one_error_line(capsys, [str(tmp_path)])
     with pytest.raises(ConfigError, match="no such config file"):
         resolve_config("nothing_like_it")
+
+
+def test_list_into_a_closed_pipe_is_quiet():
+    """`python train.py --list | head -1`: the reader leaves early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "train.py", "--list"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before anything is written: every write meets a closed pipe
+    err = proc.stderr.read()
+    proc.wait()
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert proc.returncode == 1
