@@ -39,9 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.flops import flops_of_batch, phase_summary  # noqa: E402
 from bench.matmul import gemm_peak  # noqa: E402
 from core.precision import cpu_supports_bf16  # noqa: E402
-from models import load_from_source  # noqa: E402
-from models.encoder import XLMRConfig  # noqa: E402
-from models.weights import DictSource  # noqa: E402
+from bench.same_weights import ours_like  # noqa: E402
 
 BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
@@ -56,8 +54,7 @@ def make_models(size: dict, kernels: str = "fast"):
     hf_config = XLMRobertaConfig(**size, num_labels=NUM_LABELS)
     hf_config._attn_implementation = "sdpa"  # transformers' fastest CPU path
     ref = XLMRobertaForTokenClassification(hf_config)
-    ours = load_from_source(DictSource(ref.state_dict()), XLMRConfig.from_hf_dict(ref.config.to_dict()),
-                            "token-classification", NUM_LABELS, kernels=kernels)
+    ours = ours_like(ref, "token-classification", NUM_LABELS, kernels, share=True)  # both only run inference
     return ours, ref
 
 

@@ -47,9 +47,7 @@ def pair(size: str, task: str = "encoder", num_labels: int = 7, device: str = "c
     """(ours, reference) holding the same random weights; task: encoder | token-classification."""
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification, XLMRobertaModel
 
-    from models import load_from_source
-    from models.encoder import XLMRConfig
-    from models.weights import DictSource
+    from bench.same_weights import ours_like
 
     torch.manual_seed(seed)
     hf_config = XLMRobertaConfig(**SIZES[size], num_labels=num_labels, hidden_dropout_prob=0.0,
@@ -57,8 +55,7 @@ def pair(size: str, task: str = "encoder", num_labels: int = 7, device: str = "c
     hf_config._attn_implementation = "sdpa"
     ref = (XLMRobertaModel(hf_config, add_pooling_layer=False) if task == "encoder"
            else XLMRobertaForTokenClassification(hf_config))
-    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}  # ours trains its own copy
-    ours = load_from_source(DictSource(state), XLMRConfig.from_hf_dict(hf_config.to_dict()), task, num_labels)
+    ours = ours_like(ref, task, num_labels)  # a copy: step_times trains both
     return ours.to(device), ref.to(device)
 
 

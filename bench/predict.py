@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.flops import step_flops  # noqa: E402
 from bench.matmul import gemm_peak  # noqa: E402
+from bench.same_weights import ours_like  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.paths import data_root  # noqa: E402
 from core.precision import cpu_supports_bf16  # noqa: E402
@@ -46,9 +47,6 @@ from data.conll import read_conll  # noqa: E402
 from data.labels import build_label_set  # noqa: E402
 from data.tokenizer import XLMRTokenizer  # noqa: E402
 from data.windows import build_windows  # noqa: E402
-from models import load_from_source  # noqa: E402
-from models.encoder import XLMRConfig  # noqa: E402
-from models.weights import DictSource  # noqa: E402
 from tasks.ner import predict_words  # noqa: E402
 
 LANGS = ("de", "en", "es", "nl", "ru")
@@ -79,9 +77,7 @@ def load_models(model_dir: Path, tokenizer_dir: Path, num_labels: int, kernels: 
         ref = XLMRobertaForTokenClassification(hf_config)
         source = f"random weights, mini config, tokenizer {tokenizer_dir}"
     ref.eval()
-    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}
-    ours = load_from_source(DictSource(state), XLMRConfig.from_hf_dict(ref.config.to_dict()), "token-classification",
-                            num_labels, kernels=kernels)
+    ours = ours_like(ref, "token-classification", num_labels, kernels)
     ours.eval()
     tokenizer = XLMRTokenizer.from_pretrained(tokenizer_dir)
     hf_tok = XLMRobertaTokenizerFast(tokenizer_file=str(tokenizer_dir / "tokenizer.json"))

@@ -45,14 +45,10 @@ def one(side: str, b: int, t: int, precision: str, steps: int) -> dict:
     if side == "ours":
         from core.config import TrainConfig
         from core.optim import build_optimizer, clip_grad_norm
-        from models import load_from_source
-        from models.encoder import XLMRConfig
-        from models.weights import DictSource
+        from bench.same_weights import ours_like
 
-        state = ref.state_dict()
-        model = load_from_source(DictSource(state), XLMRConfig.from_hf_dict(hf_config.to_dict()),
-                                 "token-classification", NUM_LABELS)
-        del ref, state
+        model = ours_like(ref, "token-classification", NUM_LABELS, share=True)
+        del ref
         optimizer = build_optimizer(model, TrainConfig(lr=2e-5, weight_decay=0.05))
     else:
         model = ref

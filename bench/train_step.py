@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.flops import flops_of_batch, phase_summary  # noqa: E402
 from bench.matmul import gemm_peak  # noqa: E402
+from bench.same_weights import ours_like  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.lazy_adamw import LazyAdamW  # noqa: E402
 from core.loop import train_step  # noqa: E402
@@ -50,9 +51,8 @@ from core.optim import build_optimizer, build_scheduler  # noqa: E402
 from core.precision import autocast_context, build_grad_scaler, cpu_supports_bf16  # noqa: E402
 from core.profiler import Profiler  # noqa: E402
 from core.train_state import TrainState  # noqa: E402
-from models import load_from_source, use_kernels  # noqa: E402
+from models import use_kernels  # noqa: E402
 from models.encoder import XLMRConfig  # noqa: E402
-from models.weights import DictSource  # noqa: E402
 
 BASE = dict(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
             intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5)
@@ -84,9 +84,7 @@ def make_models(size: dict, kernels: str = "fast"):
     hf_config = XLMRobertaConfig(**size, num_labels=NUM_LABELS)
     hf_config._attn_implementation = "sdpa"
     ref = XLMRobertaForTokenClassification(hf_config)
-    state = {k: v.detach().clone() for k, v in ref.state_dict().items()}  # ours must not share storage
-    ours = load_from_source(DictSource(state), XLMRConfig.from_hf_dict(ref.config.to_dict()), "token-classification",
-                            NUM_LABELS, kernels=kernels)
+    ours = ours_like(ref, "token-classification", NUM_LABELS, kernels)  # a copy: both train
     return ours, ref
 
 
