@@ -101,10 +101,12 @@ def _finish(examples, collector: _Collector, return_bad: bool):
     return (examples, collector.bad) if return_bad else examples
 
 
-def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError, offset: int = 0) -> RelationDataError:
-    """The error for bytes that are not UTF-8: file, line and column of the first bad byte."""
+def _not_utf8(path: Path, data: bytes, err: UnicodeDecodeError, offset: int = 0,
+              first_line: int = 1) -> RelationDataError:
+    """The error for bytes that are not UTF-8: file, line and column of the first bad byte
+    (``data`` starts on line ``first_line`` of the file; ``offset`` bytes before ``err``'s text)."""
     start = offset + err.start
-    line = data.count(b"\n", 0, start) + 1
+    line = first_line + data.count(b"\n", 0, start)
     column = start - (data.rfind(b"\n", 0, start) + 1) + 1
     return RelationDataError(f"{path}: line {line}: not UTF-8 (byte 0x{data[start]:02x} at column {column}); "
                              f"convert the file, e.g. iconv -f latin1 -t utf-8")
@@ -136,8 +138,7 @@ def _csv_lines(path: Path, handle):
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            raise RelationDataError(f"{path}: line {number}: not UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                                    f"{err.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
+            raise _not_utf8(path, raw, err, first_line=number) from None
 
 
 class _Guids:
