@@ -107,9 +107,8 @@ class Ours:
     def __init__(self, model, train_cfg):
         self.model = model
         self.optimizer = build_optimizer(model, train_cfg)
-        self.scheduler = build_scheduler(self.optimizer, train_cfg, 1000)
-        self.scaler = build_grad_scaler(DEVICE, "fp32")
-        self.state = TrainState(model, self.optimizer, self.scheduler, self.scaler)
+        self.state = TrainState(model, self.optimizer, build_scheduler(self.optimizer, train_cfg, 1000),
+                                build_grad_scaler(DEVICE, "fp32"))
         self.profiler = Profiler(False, ".", DEVICE)  # bench/profile_step.py swaps in an enabled one
 
     def step(self, batch, precision):
