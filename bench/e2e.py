@@ -52,7 +52,7 @@ def settings(small: bool) -> dict:
 
 
 def our_overrides(s: dict, precision: str, out_dir: str) -> list[str]:
-    return [f"model.head=linear", f"train.epochs={s['epochs']}", f"train.batch_size={s['batch_size']}",
+    return ["model.head=linear", f"train.epochs={s['epochs']}", f"train.batch_size={s['batch_size']}",
             "train.accum_steps=1", f"train.weight_decay={s['weight_decay']}", f"train.lr={s['lr']}",
             f"train.warmup_ratio={s['warmup_ratio']}", f"train.seed={s['seed']}", f"train.precision={precision}",
             f"data.max_length={s['max_length']}", f"data.max_train_sentences={s['max_train']}",

@@ -127,6 +127,11 @@ def main() -> None:
     ap.add_argument("--kernels", choices=("fast", "reference"), default="fast",
                     help="our encoder's kernels (models/encoder_fast.py)")
     args = ap.parse_args()
+    model_dir, tokenizer_dir = Path(args.model), Path(args.tokenizer)
+    if not (model_dir / "config.json").is_file() and not tokenizer_dir.is_dir():
+        print(f"error: neither a model at {model_dir} (--model) nor a tokenizer at {tokenizer_dir} (--tokenizer); "
+              f"build the mini first: python train.py configs/mini_pretrain.yaml", file=sys.stderr)
+        sys.exit(2)
     if args.threads:
         torch.set_num_threads(args.threads)
     labels = build_label_set()
