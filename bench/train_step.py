@@ -161,8 +161,7 @@ def mark_active(ours: Ours, rows: int) -> None:
     weight = ours.model.encoder.embeddings.word_embeddings.weight
     state = ours.optimizer.state[weight]
     extra = torch.randperm(weight.shape[0], generator=torch.Generator().manual_seed(1))[:rows]
-    ours.optimizer._catch_up(weight, state, extra)
-    state["active"][extra] = True
+    ours.optimizer.activate(weight, state, extra)
 
 
 def time_pair(ours: Ours, ref: Reference, batch: dict, precision: str, reps: int, warmup: int) -> dict:

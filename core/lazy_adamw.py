@@ -9,8 +9,11 @@ a row up to date only when it is needed: when a forward pass is about to read it
 pre-hook on the embedding, see ``attach``), when a gradient first touches it, and for all
 rows in ``materialize()`` (the loop calls it before evaluating or saving). Rows touched at
 least once get the exact AdamW update every step, zero gradient or not, so the weights equal
-plain AdamW's up to float rounding. With sparse embedding gradients
-(``nn.Embedding(sparse=True)``) the (V, H) dense gradient and the (V, H) update never exist.
+plain AdamW's up to float rounding. The moments are kept for the A touched rows only, (A, H)
+in the order of ``state["rows"]``: an untouched row's moments are zero, so they need no storage
+(for xlm-roberta-base's 250,002 x 768 embedding, plain AdamW's two (V, H) moments are 1.5 GB in
+fp32; a run on one language touches a fraction of the rows). With sparse embedding gradients
+(``nn.Embedding(sparse=True)``) the (V, H) dense gradient and the (V, H) update never exist either.
 
 Param groups with ``lazy_rows=True`` hold 2-d tensors handled this way (their gradient may
 be sparse or dense); every other group is plain ``torch.optim.AdamW``.
@@ -52,9 +55,10 @@ class LazyAdamW(torch.optim.AdamW):
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)  # (V, H)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)  # (V, H)
             state["active"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)  # (V,) touched once
+            state["rows"] = torch.zeros(0, dtype=torch.long, device=p.device)  # (A,) the touched rows, sorted
+            state["exp_avg"] = p.new_zeros(0, p.shape[1])  # (A, H) moments of those rows, in that order
+            state["exp_avg_sq"] = p.new_zeros(0, p.shape[1])  # (A, H)
             # Product of all decay factors so far, and its value when each row was last brought up to date.
             state["decay_total"] = 1.0
             state["decay_applied"] = torch.ones(p.shape[0], dtype=torch.float64, device=p.device)  # (V,)
@@ -70,6 +74,22 @@ class LazyAdamW(torch.optim.AdamW):
         p.index_copy_(0, rows, p.index_select(0, rows) * factor.to(p.dtype).unsqueeze(1))
         state["decay_applied"][rows] = state["decay_total"]
 
+    @torch.no_grad()
+    def activate(self, p: torch.Tensor, state: dict, rows: torch.Tensor) -> None:
+        """Make ``rows`` (R,) active: catch up their pending decay, give them zero moments."""
+        self._catch_up(p, state, rows)
+        new = rows[~state["active"][rows]].unique()  # (N,)
+        if new.numel() == 0:
+            return
+        state["active"][new] = True
+        old_rows = state["rows"]  # (A,)
+        state["rows"] = state["active"].nonzero().squeeze(1)  # (A + N,) sorted
+        where = torch.searchsorted(state["rows"], old_rows)  # (A,) each old row's new position
+        for key in ("exp_avg", "exp_avg_sq"):
+            grown = state[key].new_zeros(state["rows"].numel(), p.shape[1])  # (A + N, H)
+            grown.index_copy_(0, where, state[key])
+            state[key] = grown
+
     def _lazy_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
         if group["amsgrad"] or group["maximize"]:
             raise ValueError("lazy_rows supports plain AdamW only (no amsgrad, no maximize)")
@@ -77,17 +97,15 @@ class LazyAdamW(torch.optim.AdamW):
         lr, wd, eps = _scalar(group["lr"]), group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
         rows, values = _touched_rows(grad)  # (R,), (R, H)
-        self._catch_up(p, state, rows)
-        state["active"][rows] = True
+        self.activate(p, state, rows)
         state["step"] += 1
         step = _scalar(state["step"])
 
-        index = state["active"].nonzero().squeeze(1)  # (A,) sorted
+        index = state["rows"]  # (A,) sorted
         g = values.new_zeros(index.numel(), p.shape[1], dtype=p.dtype)  # (A, H)
         g.index_copy_(0, torch.searchsorted(index, rows), values.to(p.dtype))
         w = p.index_select(0, index)  # (A, H)
-        exp_avg = state["exp_avg"].index_select(0, index)  # (A, H)
-        exp_avg_sq = state["exp_avg_sq"].index_select(0, index)  # (A, H)
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]  # (A, H) each, updated in place
         # The same arithmetic, in the same order, as torch.optim.AdamW's single-tensor path.
         w.mul_(1 - lr * wd)
         exp_avg.lerp_(g, 1 - beta1)
@@ -96,8 +114,6 @@ class LazyAdamW(torch.optim.AdamW):
         denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
         w.addcdiv_(exp_avg, denom, value=-step_size)
         p.index_copy_(0, index, w)
-        state["exp_avg"].index_copy_(0, index, exp_avg)
-        state["exp_avg_sq"].index_copy_(0, index, exp_avg_sq)
         state["decay_total"] *= 1 - lr * wd
 
     @torch.no_grad()
@@ -126,14 +142,20 @@ class LazyAdamW(torch.optim.AdamW):
             lambda module, args: self.refresh_rows(module.weight, args[0]))
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # Optimizer.load_state_dict casts every tensor to the param dtype: keep bool / float64 as saved.
-        exact = {i: (s["active"], s["decay_applied"]) for i, s in state_dict["state"].items() if "active" in s}
+        # Optimizer.load_state_dict casts every tensor to the param dtype: keep bool / long / float64 as saved.
+        exact = {i: (s["active"], s.get("rows"), s["decay_applied"])
+                 for i, s in state_dict["state"].items() if "active" in s}
         super().load_state_dict(state_dict)
         params = [p for group in self.param_groups for p in group["params"]]
-        for i, (active, applied) in exact.items():
-            state = self.state[params[i]]
-            state["active"] = active.to(params[i].device, torch.bool)
-            state["decay_applied"] = applied.to(params[i].device, torch.float64)
+        for i, (active, rows, applied) in exact.items():
+            state, device = self.state[params[i]], params[i].device
+            state["active"] = active.to(device, torch.bool)
+            state["decay_applied"] = applied.to(device, torch.float64)
+            if rows is None:  # saved with (V, H) moments: keep the touched rows'
+                rows = state["active"].nonzero().squeeze(1)
+                for key in ("exp_avg", "exp_avg_sq"):
+                    state[key] = state[key].index_select(0, rows.to(device))
+            state["rows"] = rows.to(device, torch.long)
 
 
 def _touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

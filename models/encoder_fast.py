@@ -14,7 +14,10 @@ on them), state_dict keys, checkpoints and export stay as they are. On CPU tenso
   and its queries, output projection, norms and FFN for the M selected rows only.
 - oneDNN fp32 linear (FastLinear): in fp32 outside autocast, forward and input gradient on
   oneDNN's kernel, weight gradient on MKL (torch.mm).
-- fast dropout (FastDropout): the keep mask from 16-bit random numbers, four per 64-bit draw.
+- fast dropout (FastDropout): the keep mask from 16-bit random numbers, four per 64-bit draw,
+  drawn again in backward instead of kept.
+- GELU and the FFN's second linear as one autograd step (GeluLinear, fp32 training): GELU's
+  output, the (R, I) input of that linear, is recomputed in backward instead of kept.
 - manual attention while training with dropout or in bf16 (FastSelfAttention.attend), where
   torch's sdpa has no fast CPU kernel; inference keeps sdpa (config ``attention: sdpa``).
 
@@ -52,33 +55,47 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tens
     """Dropout from 16-bit random numbers, four per draw of torch's 64-bit generator: on the CPU
     several times faster than F.dropout (whose bernoulli_ runs on one thread). An element is zeroed
     with probability round(p * 65536) / 65536 (p to within 1e-5) and the kept ones are scaled so
-    the expectation is exact. Off the CPU, and for p >= 1, F.dropout."""
+    the expectation is exact. The mask is not kept for backward: it is drawn again there from the
+    generator state of the forward (RedrawnDropout). Off the CPU, and for p >= 1, F.dropout."""
     if not training or p == 0.0:
         return x
     if not on_cpu(x) or p >= 1.0:
         return F.dropout(x, p, training)
-    n, drop = x.numel(), round(p * 65536)
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-2**63, None)  # (ceil(n / 4),)
-    keep = torch.ge(bits.view(torch.int16)[:n].view(x.shape), drop - 32768,
-                    out=torch.empty_like(x))  # x's shape: 1 = kept, in x's dtype; P(kept) = 1 - drop / 65536
-    return ScaleKept.apply(x, keep, 65536 / (65536 - drop))
+    return RedrawnDropout.apply(x, round(p * 65536))
 
 
-class ScaleKept(torch.autograd.Function):
-    """y = x * keep * scale, keep a 0/1 mask in x's dtype; the gradient the same way. One fused
-    pass each way (addcmul). Why not ``x.mul(bool_mask)`` or ``masked_fill_``: on the CPU a bool
-    operand takes a slow unvectorized path, several times the cost of these passes."""
+def keep_mask(like: torch.Tensor, drop: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """1 = kept, 0 = dropped, in ``like``'s shape and dtype; P(kept) = 1 - drop / 65536."""
+    n = like.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device)  # (ceil(n / 4),)
+    bits.random_(-2**63, None, generator=generator)
+    return torch.ge(bits.view(torch.int16)[:n].view(like.shape), drop - 32768, out=torch.empty_like(like))
+
+
+def scale_kept(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    """x * keep * scale in one fused pass (addcmul). Why not ``x.mul(bool_mask)`` or
+    ``masked_fill_``: on the CPU a bool operand takes a slow unvectorized path, several times the
+    cost of this pass."""
+    return torch.addcmul(x.new_zeros(()), x, keep, value=scale)  # x's shape
+
+
+class RedrawnDropout(torch.autograd.Function):
+    """y = x * keep * scale, the gradient the same way; keep (x's shape, x's dtype) is drawn from
+    torch's default CPU generator in forward, and drawn again in backward from the generator state
+    saved before the forward draw: the same mask, with a few kilobytes saved instead of a mask as
+    large as x (per encoder layer two (R, H) masks and one (B * N, T, T))."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return torch.addcmul(x.new_zeros(()), x, keep, value=scale)  # x's shape
+    def forward(ctx, x: torch.Tensor, drop: int) -> torch.Tensor:
+        ctx.rng, ctx.drop = torch.get_rng_state(), drop
+        return scale_kept(x, keep_mask(x, drop), 65536 / (65536 - drop))  # x's shape
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (keep,) = ctx.saved_tensors
-        return torch.addcmul(grad.new_zeros(()), grad, keep, value=ctx.scale), None, None
+        generator = torch.Generator()
+        generator.set_state(ctx.rng)
+        keep = keep_mask(grad, ctx.drop, generator)  # the forward's mask, bit for bit
+        return scale_kept(grad, keep, 65536 / (65536 - ctx.drop)), None
 
 
 class FastDropout(nn.Dropout):
@@ -161,6 +178,49 @@ class FastLinear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+class GeluLinear(torch.autograd.Function):
+    """y = linear(gelu(h)): the FFN's GELU and its second linear as one autograd step that saves h
+    only. Autograd would keep h (for GELU's backward) and gelu(h) (the linear's input), two (M, I)
+    tensors per layer, the largest activations of an encoder layer; here gelu(h) is recomputed in
+    backward, one elementwise pass. fp32 outside autocast (``gelu_linear`` decides)."""
+
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        h2 = h.reshape(-1, h.shape[-1])  # (M, I)
+        ctx.save_for_backward(h2, weight)
+        ctx.h_shape, ctx.has_bias = h.shape, bias is not None
+        y = _matmul_t(F.gelu(h2), weight, bias)  # (M, H)
+        return y.view(*h.shape[:-1], weight.shape[0])  # (..., H)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h2, weight = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])  # (M, H)
+        gh = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = _matmul_t(g2, weight.t(), None)  # (M, I) gradient at gelu(h)
+            gh = torch.ops.aten.gelu_backward(ga, h2).view(ctx.h_shape)  # (..., I) exact erf GELU
+        if ctx.needs_input_grad[1]:
+            gw = torch.mm(g2.t(), F.gelu(h2))  # (H, I) with gelu(h) recomputed
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(0)  # (H,)
+        return gh, gw, gb
+
+
+def _matmul_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x W^T + b for a 2-d x, on oneDNN's fp32 kernel where onednn_fp32 says so (as FastLinear)."""
+    if onednn_fp32(x):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return F.linear(x, weight, bias)
+
+
+def gelu_linear(h: torch.Tensor, out: nn.Linear) -> torch.Tensor:
+    """out(gelu(h)), through GeluLinear while training in fp32 on the CPU."""
+    if on_cpu(h) and h.requires_grad and h.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
+        return GeluLinear.apply(h, out.weight, out.bias)
+    return out(F.gelu(h))
+
+
 # --- attention -----------------------------------------------------------------------------------
 
 def manual_for_training(q: torch.Tensor, dropout_p: float) -> bool:
@@ -232,6 +292,11 @@ class FastBlock(Block):
                 packing: "Packing | None" = None, queries: "Packing | None" = None) -> torch.Tensor:
         x = self.attention(x, key_mask, packing, queries)  # (B, T, H), (R, H) or (M, H)
         return self.feed_forward(x)  # x's shape
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Block.feed_forward with GELU's output recomputed in backward (gelu_linear)."""
+        h = gelu_linear(self.ffn_in(x), self.ffn_out)  # (..., I) -> (..., H)
+        return self.ffn_norm(x + self.ffn_dropout(h))  # (..., H)
 
 
 # --- packing -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import models.encoder_fast as fast
 from core.config import ConfigError, load_config
 from models import build_model, load_pretrained, resolve_kernels, use_kernels
 from models.encoder import Block, SelfAttention, XLMRConfig, XLMREncoder
-from models.encoder_fast import FastDropout, FastLinear, FastXLMREncoder, ScaleKept, describe_kernels, kernels_of
+from models.encoder_fast import FastDropout, FastLinear, FastXLMREncoder, describe_kernels, kernels_of, scale_kept
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 V, K, B, T = 40, 3, 3, 9
@@ -130,7 +130,7 @@ class SharedMasks:
         return x * self.keep(x, p) / (1 - p) if training and p > 0 else x
 
     def fast_dropout(self, x, p, training=True):
-        return ScaleKept.apply(x, self.keep(x, p), 1 / (1 - p)) if training and p > 0 else x
+        return scale_kept(x, self.keep(x, p), 1 / (1 - p)) if training and p > 0 else x
 
 
 @pytest.mark.parametrize("padded, selected", [(False, False), (True, False), (True, True)])

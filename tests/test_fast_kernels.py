@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import models.encoder_fast as fast
-from models.encoder_fast import FastLinear, ScaleKept, fast_dropout, set_up_onednn_cache
+from models.encoder_fast import FastLinear, GeluLinear, fast_dropout, gelu_linear, scale_kept, set_up_onednn_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCALE_01 = 65536 / (65536 - round(0.1 * 65536))  # fast_dropout's scale for p = 0.1
@@ -51,13 +51,56 @@ def test_fast_dropout_bf16_keeps_x_times_scale_exactly():
 
 def test_scale_kept_with_a_fixed_mask_is_x_times_mask_times_scale():
     torch.manual_seed(1)
-    x = torch.randn(4, 6, requires_grad=True)
+    x = torch.randn(4, 6)
     keep = (torch.rand(4, 6) > 0.3).float()
-    y = ScaleKept.apply(x, keep, 1.25)
-    assert torch.equal(y, x.detach() * keep * 1.25)
-    g = torch.randn(4, 6)
+    assert torch.equal(scale_kept(x, keep, 1.25), x * keep * 1.25)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd keeps for backward while ``fn()`` runs."""
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(sizes)
+
+
+def test_dropout_redraws_the_forward_mask_in_backward_and_keeps_none():
+    """Backward multiplies by the forward's mask even when other draws come in between, and the
+    mask (as large as x) is not among the saved tensors."""
+    torch.manual_seed(3)
+    x = torch.randn(5, 999, requires_grad=True)
+    y = fast_dropout(x, 0.1)
+    torch.rand(1000)  # the generator moves on before backward
+    kept = (y != 0).float()
+    g = torch.randn(5, 999)
     y.backward(g)
-    assert torch.equal(x.grad, g * keep * 1.25)
+    assert torch.equal(x.grad, g * kept * SCALE_01)
+    assert saved_bytes(lambda: fast_dropout(torch.randn(64, 64, requires_grad=True), 0.1)) == 0
+
+
+def test_gelu_linear_equals_autograd_and_keeps_only_its_input():
+    torch.manual_seed(4)
+    out = torch.nn.Linear(32, 8)
+    h = torch.randn(3, 5, 32, requires_grad=True)
+    y = gelu_linear(h, out)
+    g = torch.randn(3, 5, 8)
+    grads = torch.autograd.grad(y, (h, out.weight, out.bias), g)
+    h_ref = h.detach().clone().requires_grad_()
+    y_ref = torch.nn.functional.linear(torch.nn.functional.gelu(h_ref), out.weight, out.bias)
+    ref = torch.autograd.grad(y_ref, (h_ref, out.weight, out.bias), g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # autograd keeps h and gelu(h), two (15, 32) tensors; GeluLinear h alone (plus the weight)
+    kept = saved_bytes(lambda: GeluLinear.apply(h, out.weight, out.bias))
+    plain = saved_bytes(lambda: out(torch.nn.functional.gelu(h)))
+    assert kept == h.numel() * 4 + out.weight.numel() * 4
+    assert plain - kept == h.numel() * 4
 
 
 def test_fast_dropout_draws_differ_between_calls():

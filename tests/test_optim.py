@@ -104,11 +104,41 @@ def test_lazy_adamw_equals_adamw(sparse, save_load_at):
     for (name, a), b in zip(plain_model.named_parameters(), lazy_model.parameters()):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=name)
     state_a, state_b = plain_opt.state[plain_model.embed.weight], lazy_opt.state[lazy_model.embed.weight]
-    for key in ("exp_avg", "exp_avg_sq"):
-        torch.testing.assert_close(state_b[key], state_a[key], rtol=1e-5, atol=1e-7)
-    assert float(state_b["step"]) == float(state_a["step"]) == n
-    active = lazy_opt.state[lazy_model.embed.weight]["active"]
+    active, rows = state_b["active"], state_b["rows"]
     assert active.dtype == torch.bool and not active[untouched].any() and active[1:V - 8].sum() > 20
+    assert rows.dtype == torch.long and torch.equal(rows, active.nonzero().squeeze(1))
+    for key in ("exp_avg", "exp_avg_sq"):  # moments of the touched rows only; plain AdamW's others are zero
+        assert state_b[key].shape == (len(rows), state_a[key].shape[1])
+        torch.testing.assert_close(state_b[key], state_a[key][rows], rtol=1e-5, atol=1e-7)
+        assert not state_a[key][~active].any()
+    assert float(state_b["step"]) == float(state_a["step"]) == n
+
+
+def test_lazy_adamw_reads_a_state_saved_with_full_moments():
+    """A state dict from before the moments were compact ((V, H) moments, no "rows") resumes exactly."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = build_optimizer(model, train_cfg())
+    steps = list(batches(6))
+    run(model, opt, build_scheduler(opt, train_cfg(), 6), steps[:3])
+    saved = copy.deepcopy(opt.state_dict())
+    for state in saved["state"].values():
+        if "rows" in state:  # the old layout: (V, H) moments with zero rows where untouched
+            rows = state.pop("rows")
+            for key in ("exp_avg", "exp_avg_sq"):
+                full = state[key].new_zeros(V, H)
+                full[rows] = state[key]
+                state[key] = full
+    twin = copy.deepcopy(model)
+    twin_opt = build_optimizer(twin, train_cfg())
+    twin_opt.load_state_dict(saved)
+    for m, o in ((model, opt), (twin, twin_opt)):
+        m.embed.weight.grad = None
+        run(m, o, build_scheduler(o, train_cfg(), 6), steps[3:])
+        o.materialize()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(opt.state[model.embed.weight]["rows"], twin_opt.state[twin.embed.weight]["rows"])
 
 
 def test_lazy_rows_read_by_forward_are_up_to_date():
