@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.vocab_loss import linear_cross_entropy
 from models.encoder import XLMRConfig, XLMREncoder, init_weights
 
 
@@ -52,6 +53,12 @@ class MaskedLMHead(nn.Module):
         x = self.layer_norm(F.gelu(self.dense(h)))  # (..., H)
         return F.linear(x, self.decoder.weight, self.bias)  # (..., V)
 
+    def loss(self, h: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed fp32 cross-entropy, correct count) of forward(h) against target (M,), h (M, H),
+        without the (M, V) logits in memory (models/vocab_loss.py)."""
+        x = self.layer_norm(F.gelu(self.dense(h)))  # (M, H)
+        return linear_cross_entropy(x, self.decoder.weight, self.bias, target)
+
 
 class XLMRForMaskedLM(nn.Module):
     """Encoder -> MLM head: (B, T) ids -> (B, T, V) logits, or (M, V) at the selected positions."""
@@ -67,10 +74,16 @@ class XLMRForMaskedLM(nn.Module):
         self.lm_head.decoder.weight = self.encoder.embeddings.word_embeddings.weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                select: torch.Tensor | None = None) -> torch.Tensor:
+                select: torch.Tensor | None = None, labels: torch.Tensor | None = None):
         """select: optional (B, T) bool; logits only where True -- (M, V) -- which saves the
         (B, T, V) product when few positions are masked (and, with the fast kernels, most of the
-        encoder's last layer)."""
+        encoder's last layer). labels: optional (B, T), -100 where not scored; then the result is
+        (summed cross-entropy, correct count) over the scored positions, computed without their
+        (M, V) logits in memory (MaskedLMHead.loss)."""
+        if labels is not None:
+            chosen = labels != -100  # (B, T)
+            h = self.encoder(input_ids, attention_mask, chosen)  # (M, H)
+            return self.lm_head.loss(h, labels[chosen])
         h = self.encoder(input_ids, attention_mask, select)  # (B, T, H) or (M, H)
         return self.lm_head(h)  # (B, T, V) or (M, V)
 
