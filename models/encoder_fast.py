@@ -16,6 +16,8 @@ on them), state_dict keys, checkpoints and export stay as they are. On CPU tenso
   oneDNN's kernel, weight gradient on MKL (torch.mm).
 - fast dropout (FastDropout): the keep mask from 16-bit random numbers, four per 64-bit draw,
   drawn again in backward instead of kept.
+- attention dropout and the product with v as one autograd step (DropoutBmm): the dropped
+  (B * N, T, T) probabilities are made again in backward instead of kept.
 - GELU and the FFN's second linear as one autograd step (GeluLinear, fp32 training): GELU's
   output, the (R, I) input of that linear, is recomputed in backward instead of kept.
 - manual attention while training with dropout or in bf16 (FastSelfAttention.attend), where
@@ -242,8 +244,38 @@ def fast_manual_attention(q, k, v, key_mask, dropout_p: float) -> torch.Tensor:
     bias = bias.expand(B, N, 1, T).reshape(B * N, 1, T)  # (B * N, 1, T)
     q, k, v = (t.reshape(B * N, T, D) for t in (q, k, v))  # (B * N, T, D) each
     scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=1 / math.sqrt(D))  # (B * N, T, T)
-    probs = fast_dropout(scores.softmax(dim=-1), dropout_p)  # (B * N, T, T)
-    return torch.bmm(probs, v).view(B, N, T, D)  # (B, N, T, D)
+    return dropout_bmm(scores.softmax(dim=-1), v, dropout_p).view(B, N, T, D)  # (B, N, T, D)
+
+
+def dropout_bmm(probs: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+    """bmm(fast_dropout(probs, p), v), probs (B * N, T, T), v (B * N, T, D); when a backward will
+    follow, on the CPU, without keeping the dropped probabilities (DropoutBmm)."""
+    if p == 0.0 or p >= 1.0 or not on_cpu(probs) or not (torch.is_grad_enabled() and probs.requires_grad):
+        return torch.bmm(fast_dropout(probs, p), v)  # (B * N, T, D)
+    return DropoutBmm.apply(probs, v, round(p * 65536))
+
+
+class DropoutBmm(torch.autograd.Function):
+    """y = (probs * keep * scale) @ v, keeping probs and v only: the softmax keeps probs for its own
+    backward anyway, and the mask is drawn again (as RedrawnDropout), so the dropped (B * N, T, T)
+    copy that autograd would keep for the product is made again in backward instead."""
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, v: torch.Tensor, drop: int) -> torch.Tensor:
+        ctx.rng, ctx.drop = torch.get_rng_state(), drop
+        ctx.save_for_backward(probs, v)
+        return torch.bmm(scale_kept(probs, keep_mask(probs, drop), 65536 / (65536 - drop)), v)  # (B * N, T, D)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        probs, v = ctx.saved_tensors
+        generator = torch.Generator()
+        generator.set_state(ctx.rng)
+        keep, scale = keep_mask(probs, ctx.drop, generator), 65536 / (65536 - ctx.drop)  # the forward's mask
+        dropped = scale_kept(probs, keep, scale)  # (B * N, T, T)
+        grad_v = torch.bmm(dropped.transpose(1, 2), grad)  # (B * N, T, D)
+        grad_probs = scale_kept(torch.bmm(grad, v.transpose(1, 2)), keep, scale)  # (B * N, T, T)
+        return grad_probs, grad_v, None
 
 
 class FastSelfAttention(SelfAttention):

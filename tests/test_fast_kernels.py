@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import models.encoder_fast as fast
-from models.encoder_fast import FastLinear, GeluLinear, fast_dropout, gelu_linear, scale_kept, set_up_onednn_cache
+from models.encoder_fast import (FastLinear, GeluLinear, dropout_bmm, fast_dropout, gelu_linear, scale_kept,
+                                 set_up_onednn_cache)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SCALE_01 = 65536 / (65536 - round(0.1 * 65536))  # fast_dropout's scale for p = 0.1
@@ -57,16 +58,16 @@ def test_scale_kept_with_a_fixed_mask_is_x_times_mask_times_scale():
 
 
 def saved_bytes(fn) -> int:
-    """Bytes of the tensors autograd keeps for backward while ``fn()`` runs."""
-    sizes = []
+    """Bytes of the tensors autograd keeps for backward while ``fn()`` runs (one tensor kept twice counts once)."""
+    sizes = {}
 
     def pack(t):
-        sizes.append(t.numel() * t.element_size())
+        sizes[(t.data_ptr(), t.numel())] = t.numel() * t.element_size()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return sum(sizes)
+    return sum(sizes.values())
 
 
 def test_dropout_redraws_the_forward_mask_in_backward_and_keeps_none():
@@ -81,6 +82,35 @@ def test_dropout_redraws_the_forward_mask_in_backward_and_keeps_none():
     y.backward(g)
     assert torch.equal(x.grad, g * kept * SCALE_01)
     assert saved_bytes(lambda: fast_dropout(torch.randn(64, 64, requires_grad=True), 0.1)) == 0
+
+
+def test_dropout_bmm_equals_dropout_then_bmm_and_keeps_no_dropped_copy():
+    """Under one seed, dropout_bmm = bmm(fast_dropout(probs), v): values and both gradients; it keeps
+    probs and v only (autograd would also keep the dropped copy of probs)."""
+    g = torch.Generator().manual_seed(5)
+    probs = torch.rand(6, 9, 9, generator=g).softmax(-1).requires_grad_()  # (B * N, T, T)
+    v = torch.randn(6, 9, 4, generator=g, requires_grad=True)  # (B * N, T, D)
+    grad = torch.randn(6, 9, 4, generator=g)
+    torch.manual_seed(7)
+    y = dropout_bmm(probs, v, 0.1)
+    torch.rand(100)  # the generator moves on before backward
+    got = torch.autograd.grad(y, (probs, v), grad)
+    torch.manual_seed(7)
+    y_ref = torch.bmm(fast_dropout(probs, 0.1), v)
+    ref = torch.autograd.grad(y_ref, (probs, v), grad)
+    assert torch.equal(y, y_ref)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    scores = probs.detach().log().requires_grad_()  # as in attention: softmax keeps its output
+    kept = saved_bytes(lambda: dropout_bmm(scores.softmax(-1), v, 0.1))
+    assert kept == (probs.numel() + v.numel()) * 4
+    assert saved_bytes(lambda: torch.bmm(fast_dropout(scores.softmax(-1), 0.1), v)) - kept == probs.numel() * 4
+    assert torch.equal(dropout_bmm(probs, v, 0.0), torch.bmm(probs, v))
+    with torch.no_grad():  # no backward to come: the plain path, the same mask for the same seed
+        torch.manual_seed(8)
+        y = dropout_bmm(probs, v, 0.1)
+        torch.manual_seed(8)
+        assert torch.equal(y, torch.bmm(fast_dropout(probs, 0.1), v))
 
 
 def test_gelu_linear_equals_autograd_and_keeps_only_its_input():
