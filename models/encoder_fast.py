@@ -141,6 +141,25 @@ def onednn_fp32(x: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled("cpu"))
 
 
+ROW_BUCKET = 64
+
+
+def onednn_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(M, N) = x W^T + b for x (M, K) on oneDNN's fp32 kernel, M padded with zero rows up to a
+    multiple of ROW_BUCKET. oneDNN compiles a kernel per shape; packed batches have a new M almost
+    every step, and without the buckets a training run spends more time compiling than computing."""
+    m = x.shape[0]
+    pad = -m % ROW_BUCKET
+    if pad:
+        x = F.pad(x, (0, 0, 0, pad))  # (M + pad, K)
+    y = _onednn_kernel(x, weight, bias)  # (M + pad, N)
+    return y[:m] if pad else y
+
+
+def _onednn_kernel(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # (M, N)
+
+
 class OneDnnLinear(torch.autograd.Function):
     """y = x W^T + b with oneDNN's fp32 kernel forward and for dx; dW on MKL (torch.mm)."""
 
@@ -149,7 +168,7 @@ class OneDnnLinear(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])  # (M, K)
         ctx.save_for_backward(x2, weight)
         ctx.x_shape, ctx.has_bias = x.shape, bias is not None
-        y = torch.ops.mkldnn._linear_pointwise(x2, weight, bias, "none", [], "")  # (M, N)
+        y = onednn_mm(x2, weight, bias)  # (M, N)
         return y.view(*x.shape[:-1], weight.shape[0])  # (..., N)
 
     @staticmethod
@@ -158,7 +177,7 @@ class OneDnnLinear(torch.autograd.Function):
         g2 = grad.reshape(-1, grad.shape[-1])  # (M, N)
         gx = gw = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.ops.mkldnn._linear_pointwise(g2, weight.t(), None, "none", [], "").view(ctx.x_shape)  # (..., K)
+            gx = onednn_mm(g2, weight.t(), None).view(ctx.x_shape)  # (..., K)
         if ctx.needs_input_grad[1]:
             gw = torch.mm(g2.t(), x2)  # (N, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -212,7 +231,7 @@ class GeluLinear(torch.autograd.Function):
 def _matmul_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """x W^T + b for a 2-d x, on oneDNN's fp32 kernel where onednn_fp32 says so (as FastLinear)."""
     if onednn_fp32(x):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return onednn_mm(x, weight, bias)
     return F.linear(x, weight, bias)
 
 

@@ -186,6 +186,26 @@ def test_onednn_linear_computes_only_the_gradients_asked_for():
     assert gw.shape == (6, 12)
 
 
+@pytest.mark.skipif(not fast.ONEDNN_LINEAR, reason="torch built without oneDNN")
+def test_onednn_sees_row_counts_in_buckets_and_the_result_is_f_linear(monkeypatch):
+    """A training step's products reach oneDNN with M rounded up to a multiple of ROW_BUCKET (zero
+    rows added, then cut off), so a run compiles a kernel per bucket, not per batch."""
+    seen, kernel = [], fast._onednn_kernel
+    monkeypatch.setattr(fast, "_onednn_kernel", lambda x, w, b: seen.append(x.shape[0]) or kernel(x, w, b))
+    torch.manual_seed(0)
+    layer = FastLinear(12, 6)
+    for m in (1, 63, 64, 65, 200):
+        x = torch.randn(m, 12, requires_grad=True)
+        y = layer(x)
+        gx, gw = torch.autograd.grad(y.square().sum(), [x, layer.weight])
+        want = F.linear(x, layer.weight, layer.bias)
+        want_gx, want_gw = torch.autograd.grad(want.square().sum(), [x, layer.weight])
+        assert y.shape == (m, 6) and torch.allclose(y, want, atol=1e-5)
+        assert torch.allclose(gx, want_gx, atol=1e-5) and torch.allclose(gw, want_gw, atol=1e-4)
+    assert seen == [64, 64, 64, 64, 64, 64, 128, 128, 256, 256]  # forward and dx of each
+    assert all(n % fast.ROW_BUCKET == 0 for n in seen)
+
+
 def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
     layer = FastLinear(16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
