@@ -113,7 +113,7 @@ def plot(curves: dict[str, list[tuple[int, float]]], out: Path) -> None:
         ax.plot([p / 1e6 for p, _ in points], [loss for _, loss in points], marker="o", markersize=3, label=label)
     ax.set_xlabel("pieces seen (millions)")
     ax.set_ylabel("held-out MLM loss per masked piece")
-    ax.set_title("Convergence: vocabulary extension vs bilingual from scratch")
+    ax.set_title("Held-out MLM loss of the target language while training")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
