@@ -174,15 +174,18 @@ class OneDnnLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x2, weight = ctx.saved_tensors
-        g2 = grad.reshape(-1, grad.shape[-1])  # (M, N)
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = onednn_mm(g2, weight.t(), None).view(ctx.x_shape)  # (..., K)
-        if ctx.needs_input_grad[1]:
-            gw = torch.mm(g2.t(), x2)  # (N, K)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g2.sum(0)  # (N,)
-        return gx, gw, gb
+        gx, gw, gb = linear_grads(ctx, grad.reshape(-1, grad.shape[-1]), x2, weight)
+        return (None if gx is None else gx.view(ctx.x_shape)), gw, gb
+
+
+def linear_grads(ctx, g2: torch.Tensor, x2: torch.Tensor | None, weight: torch.Tensor):
+    """(dx, dW, db) of y = x W^T + b from g2 = dy (M, N), the ones ``ctx.needs_input_grad`` asks for:
+    dx on ``_matmul_t`` (oneDNN where it applies), dW on MKL (torch.mm); x2 (M, K) is read for dW only."""
+    needs = ctx.needs_input_grad
+    gx = _matmul_t(g2, weight.t(), None) if needs[0] else None  # (M, K)
+    gw = torch.mm(g2.t(), x2) if needs[1] else None  # (N, K)
+    gb = g2.sum(0) if ctx.has_bias and needs[2] else None  # (N,)
+    return gx, gw, gb
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -216,15 +219,9 @@ class GeluLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         h2, weight = ctx.saved_tensors
-        g2 = grad.reshape(-1, grad.shape[-1])  # (M, H)
-        gh = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            ga = _matmul_t(g2, weight.t(), None)  # (M, I) gradient at gelu(h)
-            gh = torch.ops.aten.gelu_backward(ga, h2).view(ctx.h_shape)  # (..., I) exact erf GELU
-        if ctx.needs_input_grad[1]:
-            gw = torch.mm(g2.t(), F.gelu(h2))  # (H, I) with gelu(h) recomputed
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            gb = g2.sum(0)  # (H,)
+        a = F.gelu(h2) if ctx.needs_input_grad[1] else None  # (M, I) recomputed, for dW only
+        ga, gw, gb = linear_grads(ctx, grad.reshape(-1, grad.shape[-1]), a, weight)
+        gh = None if ga is None else torch.ops.aten.gelu_backward(ga, h2).view(ctx.h_shape)  # exact erf GELU
         return gh, gw, gb
 
 
