@@ -10,10 +10,16 @@ pre-hook on the embedding, see ``attach``), when a gradient first touches it, an
 rows in ``materialize()`` (the loop calls it before evaluating or saving). Rows touched at
 least once get the exact AdamW update every step, zero gradient or not, so the weights equal
 plain AdamW's up to float rounding. The moments are kept for the A touched rows only, (A, H)
-in the order of ``state["rows"]``: an untouched row's moments are zero, so they need no storage
+in the order of ``state["rows"]`` (the order the rows were first touched; ``state["slot"]`` maps a
+row id to its position): an untouched row's moments are zero, so they need no storage
 (for xlm-roberta-base's 250,002 x 768 embedding, plain AdamW's two (V, H) moments are 1.5 GB in
 fp32; a run on one language touches a fraction of the rows). With sparse embedding gradients
 (``nn.Embedding(sparse=True)``) the (V, H) dense gradient and the (V, H) update never exist either.
+
+Cost per step: the touched rows' update is O(A x H), like AdamW's O(V x H). New rows are appended
+to the moments in place: they live in buffers with spare room that grow by half when full (at most
+1.5 A rows, a few reallocations in a run), so a step that touches new rows does not copy the old
+moments; the saved state holds exactly (A, H).
 
 Param groups with ``lazy_rows=True`` hold 2-d tensors handled this way (their gradient may
 be sparse or dense); every other group is plain ``torch.optim.AdamW``.
@@ -56,7 +62,8 @@ class LazyAdamW(torch.optim.AdamW):
         if not state:
             state["step"] = torch.tensor(0.0)
             state["active"] = torch.zeros(p.shape[0], dtype=torch.bool, device=p.device)  # (V,) touched once
-            state["rows"] = torch.zeros(0, dtype=torch.long, device=p.device)  # (A,) the touched rows, sorted
+            state["rows"] = torch.zeros(0, dtype=torch.long, device=p.device)  # (A,) the touched rows, first-touch order
+            state["slot"] = torch.full((p.shape[0],), -1, dtype=torch.long, device=p.device)  # (V,) position in rows, or -1
             state["exp_avg"] = p.new_zeros(0, p.shape[1])  # (A, H) moments of those rows, in that order
             state["exp_avg_sq"] = p.new_zeros(0, p.shape[1])  # (A, H)
             # Product of all decay factors so far, and its value when each row was last brought up to date.
@@ -79,16 +86,23 @@ class LazyAdamW(torch.optim.AdamW):
         """Make ``rows`` (R,) active: catch up their pending decay, give them zero moments."""
         self._catch_up(p, state, rows)
         new = rows[~state["active"][rows]].unique()  # (N,)
-        if new.numel() == 0:
+        touched = state["rows"].numel()  # A
+        if new.numel():
+            state["active"][new] = True
+            state["slot"][new] = torch.arange(touched, touched + new.numel(), device=p.device)
+            state["rows"] = torch.cat([state["rows"], new])  # (A + N,) appended: the old rows keep their slots
+        capacity = state["grad_buffer"].shape[0] if "grad_buffer" in state else -1
+        if state["rows"].numel() > capacity:  # (re)build the buffers, half again as large (never past V rows)
+            capacity = min(p.shape[0], max(state["rows"].numel(), capacity + capacity // 2, 64))
+            for key in ("exp_avg", "exp_avg_sq"):
+                buffer = p.new_zeros(capacity, p.shape[1])  # (C, H)
+                buffer[:touched] = state[key]
+                state[key + "_buffer"] = buffer
+            state["grad_buffer"] = p.new_zeros(capacity, p.shape[1])  # (C, H), zero between steps
+        elif not new.numel():
             return
-        state["active"][new] = True
-        old_rows = state["rows"]  # (A,)
-        state["rows"] = state["active"].nonzero().squeeze(1)  # (A + N,) sorted
-        where = torch.searchsorted(state["rows"], old_rows)  # (A,) each old row's new position
-        for key in ("exp_avg", "exp_avg_sq"):
-            grown = state[key].new_zeros(state["rows"].numel(), p.shape[1])  # (A + N, H)
-            grown.index_copy_(0, where, state[key])
-            state[key] = grown
+        for key in ("exp_avg", "exp_avg_sq"):  # views of the first A + N buffer rows: the new ones are zero
+            state[key] = state[key + "_buffer"][: state["rows"].numel()]
 
     def _lazy_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
         if group["amsgrad"] or group["maximize"]:
@@ -101,19 +115,27 @@ class LazyAdamW(torch.optim.AdamW):
         state["step"] += 1
         step = _scalar(state["step"])
 
-        index = state["rows"]  # (A,) sorted
-        g = values.new_zeros(index.numel(), p.shape[1], dtype=p.dtype)  # (A, H)
-        g.index_copy_(0, torch.searchsorted(index, rows), values.to(p.dtype))
+        index = state["rows"]  # (A,)
+        slots = state["slot"][rows]  # (R,) where the gradient's rows sit among the A
+        g = state["grad_buffer"][: index.numel()]  # (A, H), all zero here
+        g.index_copy_(0, slots, values.to(p.dtype))
         w = p.index_select(0, index)  # (A, H)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]  # (A, H) each, updated in place
-        # The same arithmetic, in the same order, as torch.optim.AdamW's single-tensor path.
-        w.mul_(1 - lr * wd)
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        step_size = lr / (1 - beta1 ** step)
-        denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
-        w.addcdiv_(exp_avg, denom, value=-step_size)
+        if group["fused"]:
+            # Fast path: the arithmetic below in one pass of torch's fused AdamW kernel (it reads the
+            # step count, already advanced above, and does not advance it again).
+            torch._fused_adamw_([w], [g], [exp_avg], [exp_avg_sq], [], [state["step"].to(p.device)], lr=lr,
+                                beta1=beta1, beta2=beta2, weight_decay=wd, eps=eps, amsgrad=False, maximize=False)
+        else:
+            # The same arithmetic, in the same order, as torch.optim.AdamW's single-tensor path.
+            w.mul_(1 - lr * wd)
+            exp_avg.lerp_(g, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            step_size = lr / (1 - beta1 ** step)
+            denom = (exp_avg_sq.sqrt() / (1 - beta2 ** step) ** 0.5).add_(eps)
+            w.addcdiv_(exp_avg, denom, value=-step_size)
         p.index_copy_(0, index, w)
+        g.index_fill_(0, slots, 0)  # the gradient buffer is zero again for the next step
         state["decay_total"] *= 1 - lr * wd
 
     @torch.no_grad()
@@ -141,6 +163,16 @@ class LazyAdamW(torch.optim.AdamW):
         embedding._lazy_adamw_hook = embedding.register_forward_pre_hook(
             lambda module, args: self.refresh_rows(module.weight, args[0]))
 
+    def state_dict(self) -> dict:
+        """The saved state: exactly (A, H) moments (copies, not views of the buffers); no buffers, no slots."""
+        saved = super().state_dict()
+        for i, state in list(saved["state"].items()):
+            if "grad_buffer" in state or "slot" in state:
+                saved["state"][i] = {key: (value.clone() if key in ("exp_avg", "exp_avg_sq") else value)
+                                     for key, value in state.items()
+                                     if key not in ("slot", "grad_buffer", "exp_avg_buffer", "exp_avg_sq_buffer")}
+        return saved
+
     def load_state_dict(self, state_dict: dict) -> None:
         # Optimizer.load_state_dict casts every tensor to the param dtype: keep bool / long / float64 as saved.
         exact = {i: (s["active"], s.get("rows"), s["decay_applied"])
@@ -156,6 +188,8 @@ class LazyAdamW(torch.optim.AdamW):
                 for key in ("exp_avg", "exp_avg_sq"):
                     state[key] = state[key].index_select(0, rows.to(device))
             state["rows"] = rows.to(device, torch.long)
+            state["slot"] = torch.full_like(state["active"], -1, dtype=torch.long)
+            state["slot"][state["rows"]] = torch.arange(state["rows"].numel(), device=device)
 
 
 def _touched_rows(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -84,14 +84,15 @@ def reference_adamw(model, cfg):
 
 @pytest.mark.parametrize("sparse", [True, False])
 @pytest.mark.parametrize("save_load_at", [None, 5])
-def test_lazy_adamw_equals_adamw(sparse, save_load_at):
+@pytest.mark.parametrize("fused", [True, False])
+def test_lazy_adamw_equals_adamw(sparse, save_load_at, fused):
     torch.manual_seed(0)
     plain_model = Net()
     lazy_model = copy.deepcopy(plain_model)
-    cfg = train_cfg()
+    cfg = train_cfg(fused_adamw=fused)
     plain_opt = reference_adamw(plain_model, cfg)
     lazy_opt = build_optimizer(lazy_model, cfg, sparse_embeddings=sparse)
-    assert isinstance(lazy_opt, LazyAdamW) and lazy_opt.defaults["fused"]
+    assert isinstance(lazy_opt, LazyAdamW) and bool(lazy_opt.defaults["fused"]) == fused
     assert lazy_model.embed.sparse == sparse
     n = 12
     run(plain_model, plain_opt, build_scheduler(plain_opt, cfg, n), batches(n))
@@ -106,7 +107,10 @@ def test_lazy_adamw_equals_adamw(sparse, save_load_at):
     state_a, state_b = plain_opt.state[plain_model.embed.weight], lazy_opt.state[lazy_model.embed.weight]
     active, rows = state_b["active"], state_b["rows"]
     assert active.dtype == torch.bool and not active[untouched].any() and active[1:V - 8].sum() > 20
-    assert rows.dtype == torch.long and torch.equal(rows, active.nonzero().squeeze(1))
+    # rows in first-touch order (appended as they come), slot the inverse map, -1 where untouched
+    assert rows.dtype == torch.long and torch.equal(rows.sort().values, active.nonzero().squeeze(1))
+    assert not torch.equal(rows, rows.sort().values)  # later batches touched lower ids: appended, not sorted in
+    assert torch.equal(state_b["slot"][rows], torch.arange(len(rows))) and (state_b["slot"][~active] == -1).all()
     for key in ("exp_avg", "exp_avg_sq"):  # moments of the touched rows only; plain AdamW's others are zero
         assert state_b[key].shape == (len(rows), state_a[key].shape[1])
         torch.testing.assert_close(state_b[key], state_a[key][rows], rtol=1e-5, atol=1e-7)
@@ -138,7 +142,51 @@ def test_lazy_adamw_reads_a_state_saved_with_full_moments():
         o.materialize()
     for a, b in zip(model.parameters(), twin.parameters()):
         assert torch.equal(a, b)
-    assert torch.equal(opt.state[model.embed.weight]["rows"], twin_opt.state[twin.embed.weight]["rows"])
+    # the old layout is read in id order, then later rows are appended: the same rows, maybe in another order
+    rows, twin_rows = opt.state[model.embed.weight]["rows"], twin_opt.state[twin.embed.weight]["rows"]
+    assert torch.equal(rows.sort().values, twin_rows.sort().values)
+
+
+def test_lazy_adamw_grows_moments_in_place_and_saves_them_exactly():
+    """New rows are appended into buffers with room (no copy of the old moments while they fit); the
+    saved state is exactly (A, H), copies not views, without the buffers, and resumes a step that
+    touches no new row."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = build_optimizer(model, train_cfg(lazy_embedding_decay=True))
+    steps = list(batches(4))
+    run(model, opt, build_scheduler(opt, train_cfg(), 8), steps[:3])
+    state = opt.state[model.embed.weight]
+    touched, buffer = len(state["rows"]), state["exp_avg_buffer"]
+    assert buffer.shape[0] >= touched and state["exp_avg"].data_ptr() == buffer.data_ptr()
+    assert not state["grad_buffer"].any()  # zero again after the step
+    old_ids = state["rows"][:2].view(1, 2)  # only rows already touched: no reallocation
+    model(old_ids).sum().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    assert state["exp_avg_buffer"].data_ptr() == buffer.data_ptr() and len(state["rows"]) == touched
+
+    saved = opt.state_dict()["state"]
+    lazy = next(s for s in saved.values() if "rows" in s)
+    assert not {"slot", "grad_buffer", "exp_avg_buffer", "exp_avg_sq_buffer"} & set(lazy)
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert lazy[key].shape == (touched, H)
+        assert lazy[key].untyped_storage().nbytes() == touched * H * lazy[key].element_size()  # not the buffer
+        assert torch.equal(lazy[key], state[key])
+    twin = copy.deepcopy(model)
+    twin_opt = build_optimizer(twin, train_cfg(lazy_embedding_decay=True))
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    twin_opt.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(twin_opt.state[twin.embed.weight]["slot"], state["slot"])
+    for m, o in ((model, opt), (twin, twin_opt)):
+        m(old_ids).sum().backward()
+        o.step()
+        o.zero_grad(set_to_none=True)
+        o.materialize()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_lazy_rows_read_by_forward_are_up_to_date():
