@@ -119,6 +119,18 @@ def _has_onednn_linear() -> bool:
 ONEDNN_LINEAR = _has_onednn_linear()
 
 
+def _onednn_fp32_is_faster() -> bool:
+    """Route fp32 linears through oneDNN on this CPU? Where we measured: on an AMD Zen 4 (AVX-512)
+    oneDNN's fp32 kernel runs the forward and input-gradient products 10-30% faster than torch's own
+    (MKL's sgemm); on an AMD EPYC with AVX2 only, MKL trained the mini 20% faster (2 threads,
+    docs/ENCODER.md). So: oneDNN where torch's CPU capability is AVX-512, MKL elsewhere. Set
+    ``ONEDNN_FP32`` to choose by hand."""
+    return ONEDNN_LINEAR and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
+ONEDNN_FP32 = _onednn_fp32_is_faster()
+
+
 def set_up_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> str:
     """Give oneDNN's primitive cache room for ``capacity`` kernels unless the user set
     ONEDNN_PRIMITIVE_CACHE_CAPACITY (theirs wins); returns the value in force.
@@ -133,11 +145,11 @@ def set_up_onednn_cache(capacity: int = ONEDNN_CACHE_CAPACITY) -> str:
 
 
 def onednn_fp32(x: torch.Tensor) -> bool:
-    """Route a linear through oneDNN? Torch's own fp32 CPU linear calls MKL's sgemm; on the AMD
-    Zen 4 CPU we measured, oneDNN's fp32 kernel runs the forward and input-gradient products
-    10-30% faster (the weight gradient stays on MKL, which wins there). Same fp32 arithmetic,
-    another summation order. Under autocast (already oneDNN in bf16) and off the CPU: no."""
-    return (ONEDNN_LINEAR and on_cpu(x) and x.dtype == torch.float32 and x.numel() > 0
+    """Route a linear through oneDNN? Torch's own fp32 CPU linear calls MKL's sgemm; where
+    ``ONEDNN_FP32`` (CPUs on which oneDNN's kernel was the faster), the forward and input-gradient
+    products go to oneDNN (the weight gradient stays on MKL, which wins there). Same fp32
+    arithmetic, another summation order. Under autocast (already oneDNN in bf16) and off the CPU: no."""
+    return (ONEDNN_FP32 and on_cpu(x) and x.dtype == torch.float32 and x.numel() > 0
             and not torch.is_autocast_enabled("cpu"))
 
 
@@ -467,7 +479,7 @@ def describe_kernels(model: nn.Module) -> str:
     impl = encoder.config.attention  # set_attention keeps it and the layers' impl in step
     if kernels_of(model) == "reference":
         return f"kernels: reference (attention {impl})"
-    parts = ["packing", "last layer on the selected rows"] + (["onednn fp32 linear"] if ONEDNN_LINEAR else [])
+    parts = ["packing", "last layer on the selected rows"] + (["onednn fp32 linear"] if ONEDNN_FP32 else [])
     attention = "manual" if impl == "manual" else "sdpa, manual while training with dropout or in bf16"
     return f"kernels: fast (cpu: {', '.join(parts + ['fast dropout'])}; attention {attention})"
 

@@ -82,7 +82,11 @@ def run(model, kernels, ids, mask, select, precision, grad=True):
 @pytest.mark.parametrize("selected", [False, True], ids=["all", "select"])
 @pytest.mark.parametrize("attention", ["sdpa", "manual"])
 @pytest.mark.parametrize("grad", [True, False], ids=["autograd", "no_grad"])
-def test_fast_equals_reference(precision, padded, selected, attention, grad, monkeypatch):
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "mkl"])
+def test_fast_equals_reference(precision, padded, selected, attention, grad, onednn, monkeypatch):
+    if onednn and not fast.ONEDNN_LINEAR:
+        pytest.skip("torch built without oneDNN")
+    monkeypatch.setattr(fast, "ONEDNN_FP32", onednn)  # both fp32 routes, whatever this CPU's default
     # dropout 0: deterministic, yet the training branches; bf16 at HF's scale, where its rounding stays small
     model = make_model(attention=attention, std=0.02 if precision == "bf16" else 0.2).train()
     ids, mask, select = make_batch(padded, selected)
@@ -163,7 +167,7 @@ def test_off_the_cpu_fast_is_the_reference_bit_for_bit(attention, onednn, monkey
     selected-rows layer, torch's linear, F.dropout and the configured attention -- the reference's
     own calls, so training with dropout under one seed gives identical outputs and gradients."""
     monkeypatch.setattr(fast, "on_cpu", lambda t: False)
-    monkeypatch.setattr(fast, "ONEDNN_LINEAR", onednn and fast.ONEDNN_LINEAR)
+    monkeypatch.setattr(fast, "ONEDNN_FP32", onednn and fast.ONEDNN_LINEAR)
     model = make_model(dropout=0.1, attention=attention).train()
     ids, mask, select = make_batch(padded=True, selected=True)
     results = []
@@ -231,7 +235,9 @@ def test_the_kernels_line_is_printed_once_and_names_the_attention(capsys, monkey
     assert line.endswith("fast dropout; attention sdpa, manual while training with dropout or in bf16)\n")
     model.encoder.set_attention("manual")
     assert describe_kernels(model).endswith("; attention manual)")
-    monkeypatch.setattr(fast, "ONEDNN_LINEAR", False)
+    monkeypatch.setattr(fast, "ONEDNN_FP32", True)
+    assert "last layer on the selected rows, onednn fp32 linear, fast dropout" in describe_kernels(model)
+    monkeypatch.setattr(fast, "ONEDNN_FP32", False)
     assert describe_kernels(model) == "kernels: fast (cpu: packing, last layer on the selected rows, fast dropout; " \
                                       "attention manual)"
 

@@ -152,13 +152,30 @@ def test_fast_dropout_is_f_dropout_off_the_cpu_and_for_p_one(monkeypatch):
     assert torch.equal(ours, F.dropout(x, 0.3, True))  # the same draw: F.dropout itself
 
 
+@pytest.fixture
+def onednn_on(monkeypatch):
+    """The oneDNN fp32 route, whatever this CPU's default (``ONEDNN_FP32``) is."""
+    if not fast.ONEDNN_LINEAR:
+        pytest.skip("torch built without oneDNN")
+    monkeypatch.setattr(fast, "ONEDNN_FP32", True)
+
+
+@pytest.mark.parametrize("capability, want", [("AVX512", True), ("AVX512_BF16", True), ("AVX2", False),
+                                              ("DEFAULT", False)])
+def test_onednn_fp32_route_is_taken_on_avx512_cpus_only(capability, want, monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert fast._onednn_fp32_is_faster() == (want and fast.ONEDNN_LINEAR)
+    monkeypatch.setattr(fast, "ONEDNN_LINEAR", False)  # no oneDNN op in this torch: never
+    assert not fast._onednn_fp32_is_faster()
+
+
 @pytest.mark.parametrize("bias", [True, False])
-def test_onednn_linear_matches_torch_linear_and_its_gradients(bias):
+def test_onednn_linear_matches_torch_linear_and_its_gradients(bias, onednn_on):
     torch.manual_seed(0)
     layer = FastLinear(48, 24, bias=bias)
     x = torch.randn(3, 7, 48, requires_grad=True)
     y = layer(x)
-    assert type(y.grad_fn).__name__ == ("OneDnnLinearBackward" if fast.ONEDNN_LINEAR else "ViewBackward0")
+    assert type(y.grad_fn).__name__ == "OneDnnLinearBackward"
     ref = F.linear(x, layer.weight, layer.bias)
     assert y.shape == (3, 7, 24) and torch.allclose(y, ref, atol=1e-5)
     g = torch.randn(7, 3, 24).transpose(0, 1)  # a non-contiguous incoming gradient
@@ -169,8 +186,7 @@ def test_onednn_linear_matches_torch_linear_and_its_gradients(bias):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-4)
 
 
-@pytest.mark.skipif(not fast.ONEDNN_LINEAR, reason="torch built without oneDNN")
-def test_onednn_linear_computes_only_the_gradients_asked_for():
+def test_onednn_linear_computes_only_the_gradients_asked_for(onednn_on):
     torch.manual_seed(0)
     layer = FastLinear(12, 6)
     layer.weight.requires_grad_(False)  # a frozen weight: no dW
@@ -186,8 +202,7 @@ def test_onednn_linear_computes_only_the_gradients_asked_for():
     assert gw.shape == (6, 12)
 
 
-@pytest.mark.skipif(not fast.ONEDNN_LINEAR, reason="torch built without oneDNN")
-def test_onednn_sees_row_counts_in_buckets_and_the_result_is_f_linear(monkeypatch):
+def test_onednn_sees_row_counts_in_buckets_and_the_result_is_f_linear(monkeypatch, onednn_on):
     """A training step's products reach oneDNN with M rounded up to a multiple of ROW_BUCKET (zero
     rows added, then cut off), so a run compiles a kernel per bucket, not per batch."""
     seen, kernel = [], fast._onednn_kernel
@@ -206,7 +221,7 @@ def test_onednn_sees_row_counts_in_buckets_and_the_result_is_f_linear(monkeypatc
     assert all(n % fast.ROW_BUCKET == 0 for n in seen)
 
 
-def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
+def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs(onednn_on):
     layer = FastLinear(16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(torch.randn(5, 16, requires_grad=True))
@@ -215,12 +230,11 @@ def test_linear_falls_back_to_torch_under_autocast_and_for_empty_inputs():
     assert torch.equal(layer(torch.zeros(2, 16)), layer.bias.detach().expand(2, 8))
 
 
-@pytest.mark.parametrize("branch", ["off the cpu", "no onednn"])
-def test_linear_is_f_linear_off_the_cpu_and_without_onednn(branch, monkeypatch):
+@pytest.mark.parametrize("branch", ["off the cpu", "mkl route"])
+def test_linear_is_f_linear_off_the_cpu_and_on_the_mkl_route(branch, monkeypatch):
+    monkeypatch.setattr(fast, "ONEDNN_FP32", branch == "off the cpu")
     if branch == "off the cpu":
         monkeypatch.setattr(fast, "on_cpu", lambda t: False)
-    else:
-        monkeypatch.setattr(fast, "ONEDNN_LINEAR", False)
     torch.manual_seed(0)
     layer = FastLinear(16, 8)
     x = torch.randn(5, 16, requires_grad=True)
