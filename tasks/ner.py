@@ -63,18 +63,18 @@ def predict_words(model: nn.Module, sentences: list[Sentence] | list[list[str]],
     grow with the input (bench/predict_memory.py)."""
     from core.config import DataConfig
 
-    sentences = [s if isinstance(s, Sentence) else Sentence(list(s), []) for s in sentences]
     labels = labels if labels is not None else build_label_set()
     data_cfg = data_cfg if data_cfg is not None else DataConfig()
     model = unwrap(model)
     was_training = model.training
     model.eval()
-    has_gold = all(len(s.tags) == len(s.words) for s in sentences)
+    has_gold = all(isinstance(s, Sentence) and len(s.tags) == len(s.words) for s in sentences)
     step = max(chunk, 1)
     tags, losses = [], [] if has_gold else None
     try:
         for first in range(0, len(sentences), step):
-            part_tags, part_losses = _predict_part(model, sentences[first:first + step], tokenizer, labels,
+            part = [s if isinstance(s, Sentence) else Sentence(list(s), []) for s in sentences[first:first + step]]
+            part_tags, part_losses = _predict_part(model, part, tokenizer, labels,
                                                    data_cfg, batch_size, precision, has_gold)
             tags += part_tags
             if has_gold:

@@ -437,3 +437,24 @@ def test_gather_takes_any_mix_of_run_folders(tmp_path, capsys):
     assert f"- {tmp_path / 'broken'}: results.json is not valid JSON" in left_out
     assert f"- {tmp_path / 'half'}: no results.json yet" in left_out
     assert f"- {tmp_path / 'missing'}: no such folder" in left_out
+
+
+def test_plain_word_lists_are_turned_into_sentences_one_part_at_a_time(tiny_run, monkeypatch):
+    """predict_words on plain word lists: each part (``chunk``) becomes Sentence objects only when it
+    is predicted, so the copies never exist for the whole input; the tags equal one part's."""
+    import tasks.ner as ner
+    from data.conll import Sentence
+    from evaluate import load_trained
+
+    model, tok, labels, cfg = load_trained(tiny_run / "linear")
+    words = "Angela Merkel besucht Paris und der Rhein fliesst durch Koeln".split()
+    plain = [words[i % 5:i % 5 + 2 + i % 4] for i in range(7)]
+    parts, real = [], ner._predict_part
+    monkeypatch.setattr(ner, "_predict_part", lambda m, part, *a: parts.append(part) or real(m, part, *a))
+    tags, losses = ner.predict_words(model, plain, tok, labels, cfg.data, 32, "fp32", chunk=3)
+    assert [len(p) for p in parts] == [3, 3, 1] and losses is None  # plain lists carry no gold tags
+    assert all(isinstance(s, Sentence) and s.tags == [] for p in parts for s in p)
+    seen = [s for p in parts for s in p]
+    assert [s.words for s in seen] == plain and all(s.words is not w for s, w in zip(seen, plain))  # copies
+    whole, _ = ner.predict_words(model, plain, tok, labels, cfg.data, 32, "fp32", chunk=100)
+    assert tags == whole and [len(t) for t in tags] == [len(w) for w in plain]
