@@ -91,18 +91,16 @@ class LazyAdamW(torch.optim.AdamW):
             state["active"][new] = True
             state["slot"][new] = torch.arange(touched, touched + new.numel(), device=p.device)
             state["rows"] = torch.cat([state["rows"], new])  # (A + N,) appended: the old rows keep their slots
-        capacity = state["grad_buffer"].shape[0] if "grad_buffer" in state else -1
-        if state["rows"].numel() > capacity:  # (re)build the buffers, half again as large (never past V rows)
-            capacity = min(p.shape[0], max(state["rows"].numel(), capacity + capacity // 2, 64))
+        needed = state["rows"].numel()
+        if "grad_buffer" not in state or needed > state["grad_buffer"].shape[0]:  # (re)build, half again as large
+            capacity = min(p.shape[0], max(needed, touched + touched // 2, 64))  # never past V rows
             for key in ("exp_avg", "exp_avg_sq"):
                 buffer = p.new_zeros(capacity, p.shape[1])  # (C, H)
                 buffer[:touched] = state[key]
                 state[key + "_buffer"] = buffer
             state["grad_buffer"] = p.new_zeros(capacity, p.shape[1])  # (C, H), zero between steps
-        elif not new.numel():
-            return
         for key in ("exp_avg", "exp_avg_sq"):  # views of the first A + N buffer rows: the new ones are zero
-            state[key] = state[key + "_buffer"][: state["rows"].numel()]
+            state[key] = state[key + "_buffer"][:needed]
 
     def _lazy_step(self, group: dict, p: torch.Tensor, grad: torch.Tensor) -> None:
         if group["amsgrad"] or group["maximize"]:
@@ -167,7 +165,7 @@ class LazyAdamW(torch.optim.AdamW):
         """The saved state: exactly (A, H) moments (copies, not views of the buffers); no buffers, no slots."""
         saved = super().state_dict()
         for i, state in list(saved["state"].items()):
-            if "grad_buffer" in state or "slot" in state:
+            if "slot" in state:  # a lazy-rows state
                 saved["state"][i] = {key: (value.clone() if key in ("exp_avg", "exp_avg_sq") else value)
                                      for key, value in state.items()
                                      if key not in ("slot", "grad_buffer", "exp_avg_buffer", "exp_avg_sq_buffer")}
